@@ -1,0 +1,1 @@
+"""Pure domain code: no Flask, SQLAlchemy or Redis imports."""

@@ -1,0 +1,243 @@
+"""`POST [base]` with a batch or transaction Bundle.
+
+A transaction is one unit of work: every entry commits or none does, `urn:uuid:` fullUrls
+are replaced by the ids the server assigns, and entries run in the order the spec gives
+(POST, PUT, then GET). A batch runs each entry in its own unit of work and reports each.
+See: https://hl7.org/fhir/R4/http.html#transaction
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from app.domain.ids import new_id
+from app.errors import AppError, Issue, MethodNotAllowed, RouteNotFound, ValidationFailed
+from app.fhir import capability
+from app.fhir.http import FhirRequest, FhirResponse, parse_json
+from app.fhir.outcomes import operation_outcome, status_for
+from app.fhir.search.dates import format_instant
+from app.services.resources import ResourceService, WriteResult
+from app.services.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from app.fhir.router import FhirRouter
+
+MAX_ENTRIES = 500
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "200 OK", 201: "201 Created"}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    resource: Any
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+
+
+def _entries(bundle: dict[str, Any]) -> list[Entry]:
+    raw = bundle.get("entry") or []
+    if not isinstance(raw, list):
+        raise ValidationFailed(
+            "Bundle.entry must be a list", issues=[Issue("not a list", "Bundle.entry")]
+        )
+    if len(raw) > MAX_ENTRIES:
+        raise ValidationFailed(
+            f"At most {MAX_ENTRIES} entries per Bundle",
+            issues=[Issue("too many entries", "Bundle.entry")],
+        )
+    out, problems = [], []
+    for i, e in enumerate(raw):
+        request = e.get("request") if isinstance(e, dict) else None
+        if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
+            problems.append(
+                Issue("request.method and request.url are required", f"Bundle.entry[{i}].request")
+            )
+            continue
+        out.append(
+            Entry(
+                i,
+                str(request["method"]).upper(),
+                str(request["url"]).lstrip("/"),
+                e.get("resource"),
+                e.get("fullUrl"),
+                request.get("ifNoneExist"),
+                request.get("ifMatch"),
+            )
+        )
+    if problems:
+        raise ValidationFailed("Invalid Bundle entries", issues=problems)
+    return out
+
+
+def process_bundle(router: FhirRouter, req: FhirRequest) -> FhirResponse:
+    bundle = parse_json(req.body)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise ValidationFailed("Expected a Bundle", issues=[Issue("not a Bundle", "Bundle")])
+    kind = bundle.get("type")
+    if kind not in capability.load().system_interactions or kind not in ("batch", "transaction"):
+        raise ValidationFailed(
+            "Bundle.type must be batch or transaction",
+            issues=[Issue("unsupported Bundle.type", "Bundle.type")],
+        )
+    entries = _entries(bundle)
+    if kind == "transaction":
+        return _transaction(router, req, entries)
+    return _batch(router, req, entries)
+
+
+def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
+    results: dict[int, dict[str, Any]] = {}
+    with router.uow(req) as uow:
+        service = ResourceService(uow)
+        ids = _assign_ids(entries, service)
+        for entry in entries:
+            if entry.resource is not None:
+                entry.resource = _rewrite(entry.resource, ids)
+        service.pending = {_split_ref(v) for v in ids.values()}
+        for entry in sorted(entries, key=lambda e: (ORDER.get(e.method, 9), e.index)):
+            try:
+                results[entry.index] = _run(router, req, service, uow, entry, ids)
+            except AppError as err:
+                err.issues = err.issues or [Issue(err.message)]
+                err.issues = [
+                    Issue(f"Bundle.entry[{entry.index}]: {i.message}", i.path, i.severity, i.code)
+                    for i in err.issues
+                ]
+                raise
+    return FhirResponse(
+        200, _response_bundle("transaction-response", [results[e.index] for e in entries])
+    )
+
+
+def _batch(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
+    out = []
+    for entry in entries:
+        try:
+            with router.uow(req) as uow:
+                out.append(_run(router, req, ResourceService(uow), uow, entry, {}))
+        except AppError as err:
+            out.append(
+                {"response": {"status": str(status_for(err)), "outcome": operation_outcome(err)}}
+            )
+    return FhirResponse(200, _response_bundle("batch-response", out))
+
+
+def _assign_ids(entries: list[Entry], service: ResourceService) -> dict[str, str]:
+    """urn:uuid fullUrl → `Type/id` for every POST entry, resolved before anything runs.
+
+    A conditional create that matches an existing resource maps to that resource, so
+    references to it point at what the server already has.
+    """
+    ids: dict[str, str] = {}
+    for entry in entries:
+        if entry.method == "POST" and entry.full_url and entry.full_url.startswith("urn:uuid:"):
+            rtype = entry.url.split("?")[0]
+            match = None
+            if entry.if_none_exist and rtype in capability.load().types:
+                match = service.find_match(rtype, entry.if_none_exist)
+            ids[entry.full_url] = match.reference if match else f"{rtype}/{new_id(rtype)}"
+    return ids
+
+
+def _split_ref(reference: str) -> tuple[str, str]:
+    rtype, _, rid = reference.partition("/")
+    return rtype, rid
+
+
+def _rewrite(node: Any, ids: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (ids.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, ids))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewrite(v, ids) for v in node]
+    return node
+
+
+def _run(
+    router: FhirRouter,
+    req: FhirRequest,
+    service: ResourceService,
+    uow: UnitOfWork,
+    entry: Entry,
+    ids: dict[str, str],
+) -> dict[str, Any]:
+    parts = urlsplit(entry.url)
+    segments = [s for s in parts.path.split("/") if s]
+    if not segments or segments[0] not in capability.load().types:
+        raise RouteNotFound(f"Unsupported entry url {entry.url!r}")
+    rtype = segments[0]
+    allowed = capability.load().types[rtype].interactions
+    if entry.method == "POST" and len(segments) == 1:
+        _allow(router, req, rtype, "create", allowed)
+        rid = ids.get(entry.full_url or "", "").partition("/")[2] or None
+        if entry.if_none_exist:
+            result = service.conditional_create(rtype, entry.resource, entry.if_none_exist, rid=rid)
+        else:
+            result = WriteResult(service.create(rtype, entry.resource, rid=rid), created=True)
+        return _write_entry(req, result)
+    if entry.method == "PUT" and len(segments) == 2:
+        _allow(router, req, rtype, "update", allowed)
+        version = None
+        if entry.if_match:
+            text = entry.if_match.removeprefix("W/").strip('"')
+            if not text.isdigit():
+                raise ValidationFailed("Malformed ifMatch", issues=[Issue("bad", "ifMatch")])
+            version = int(text)
+        return _write_entry(
+            req, service.update(rtype, segments[1], entry.resource, if_match=version)
+        )
+    if entry.method == "GET":
+        sub = FhirRequest(
+            "GET",
+            segments,
+            parse_qsl(parts.query, keep_blank_values=True),
+            {},
+            b"",
+            req.base_url,
+            req.principal,
+            uow=uow,
+        )
+        response = router.handle(sub)
+        return {
+            "resource": response.body,
+            "response": {"status": STATUS_TEXT.get(response.status, str(response.status))},
+        }
+    if entry.method == "DELETE":
+        raise MethodNotAllowed(router._not_allowed(rtype, "delete"))
+    raise MethodNotAllowed(f"{entry.method} {entry.url} is not supported in a Bundle")
+
+
+def _allow(
+    router: FhirRouter, req: FhirRequest, rtype: str, interaction: str, allowed: frozenset[str]
+) -> None:
+    if interaction not in allowed:
+        raise MethodNotAllowed(router._not_allowed(rtype, interaction))
+    router._check_scope(req, rtype, interaction)
+
+
+def _write_entry(req: FhirRequest, result: WriteResult) -> dict[str, Any]:
+    res = result.resource
+    return {
+        "fullUrl": f"{req.base_url}/{res.resource_type}/{res.id}",
+        "resource": res.content,
+        "response": {
+            "status": STATUS_TEXT[201 if result.created else 200],
+            "location": f"{res.resource_type}/{res.id}/_history/{res.version_id}",
+            "etag": f'W/"{res.version_id}"',
+            "lastModified": format_instant(res.last_updated),
+        },
+    }
+
+
+def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    import uuid
+
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": kind, "entry": entries}

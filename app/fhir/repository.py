@@ -1,0 +1,520 @@
+"""The resource repository: the only code that queries the resource tables.
+
+It is constructed with a tenant (and, for a PATIENT, a compartment) already bound, so no
+caller can forget either: every statement below filters on both. It owns versioning:
+`meta.versionId`/`meta.lastUpdated` are stamped here, and an update is one compare-and-set
+statement (`UPDATE … WHERE version_id = :expected`), so of two racing writers exactly one
+wins. The caller owns the transaction (STYLE habit 4): nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, delete, false, func, insert, or_, select
+from sqlalchemy import tuple_ as sql_tuple
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import VersionConflict
+from app.fhir.search import definitions
+from app.fhir.search.dates import format_instant
+from app.fhir.search.extract import IndexValues, extract
+from app.fhir.search.query import Criterion, Cursor, DateValue, SearchQuery
+from app.fhir.storage import (
+    ConditionalKeyRow,
+    DateIndexRow,
+    ReferenceIndexRow,
+    ResourceRow,
+    ResourceVersionRow,
+    StringIndexRow,
+    TokenIndexRow,
+)
+
+R = ResourceRow.__table__
+V = ResourceVersionRow.__table__
+TOK = TokenIndexRow.__table__
+REF = ReferenceIndexRow.__table__
+DT = DateIndexRow.__table__
+STR = StringIndexRow.__table__
+CK = ConditionalKeyRow.__table__
+INDEX_TABLES = (TOK, REF, DT, STR)
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    content: dict[str, Any]
+    patient_id: str | None = None
+    sort_date: datetime | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    @property
+    def versioned_reference(self) -> str:
+        return f"{self.resource_type}/{self.id}/_history/{self.version_id}"
+
+
+@dataclass
+class SearchPage:
+    resources: list[StoredResource]
+    total: int | None
+    next_cursor: Cursor | None
+    prev_cursor: Cursor | None
+    included: list[StoredResource] = field(default_factory=list)
+
+
+class IdTaken(Exception):
+    """A create raced another create of the same id (update-as-create)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Repository:
+    def __init__(self, session: Session, tenant_id: str, *, patient_scope: str | None = None):
+        self.session = session
+        self.tenant_id = tenant_id
+        self.patient_scope = patient_scope
+
+    # ---------------------------------------------------------------- scoping
+    def _scoped(self, resource_type: str) -> list[ColumnElement[bool]]:
+        where = [R.c.tenant_id == self.tenant_id, R.c.res_type == resource_type]
+        if self.patient_scope is not None:
+            where.append(R.c.patient_id == self.patient_scope)
+        return where
+
+    @staticmethod
+    def _row(row: Any) -> StoredResource:
+        return StoredResource(
+            row.res_type,
+            row.id,
+            row.version_id,
+            row.last_updated,
+            row.content,
+            row.patient_id,
+            row.sort_date,
+        )
+
+    # ---------------------------------------------------------------- reads
+    def read(
+        self, resource_type: str, rid: str, *, for_update: bool = False
+    ) -> StoredResource | None:
+        stmt = select(R).where(*self._scoped(resource_type), R.c.id == rid)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt).first()
+        return self._row(row) if row else None
+
+    def vread(self, resource_type: str, rid: str, version_id: int) -> StoredResource | None:
+        current = self.read(resource_type, rid)
+        if current is None:
+            return None
+        row = self.session.execute(
+            select(V).where(
+                V.c.tenant_id == self.tenant_id,
+                V.c.res_type == resource_type,
+                V.c.id == rid,
+                V.c.version_id == version_id,
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredResource(
+            resource_type, rid, row.version_id, row.last_updated, row.content, current.patient_id
+        )
+
+    def history(
+        self, resource_type: str, rid: str, *, count: int, before_version: int | None = None
+    ) -> tuple[list[StoredResource], int] | None:
+        current = self.read(resource_type, rid)
+        if current is None:
+            return None
+        where = [V.c.tenant_id == self.tenant_id, V.c.res_type == resource_type, V.c.id == rid]
+        if before_version is not None:
+            where.append(V.c.version_id < before_version)
+        rows = self.session.execute(
+            select(V).where(*where).order_by(V.c.version_id.desc()).limit(count)
+        ).all()
+        versions = [
+            StoredResource(
+                resource_type, rid, r.version_id, r.last_updated, r.content, current.patient_id
+            )
+            for r in rows
+        ]
+        return versions, current.version_id
+
+    def existing(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (type, id) pairs exist for this tenant (and compartment)."""
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for rtype, rid in refs:
+            by_type[rtype].add(rid)
+        found: set[tuple[str, str]] = set()
+        for rtype, ids in by_type.items():
+            rows = self.session.execute(
+                select(R.c.id).where(*self._scoped(rtype), R.c.id.in_(ids))
+            ).all()
+            found.update((rtype, r.id) for r in rows)
+        return found
+
+    def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for rtype, rid in refs:
+            by_type[rtype].add(rid)
+        out: list[StoredResource] = []
+        for rtype, ids in by_type.items():
+            rows = self.session.execute(select(R).where(*self._scoped(rtype), R.c.id.in_(ids)))
+            out.extend(self._row(r) for r in rows)
+        return out
+
+    # ---------------------------------------------------------------- writes
+    def _stamp(
+        self, resource_type: str, rid: str, content: dict[str, Any], version: int, now: datetime
+    ) -> dict[str, Any]:
+        meta = {
+            k: v
+            for k, v in (content.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")
+        }
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(now)
+        stamped = {"resourceType": resource_type, "id": rid, "meta": meta}
+        stamped.update(
+            {k: v for k, v in content.items() if k not in ("resourceType", "id", "meta")}
+        )
+        return stamped
+
+    def create(
+        self,
+        resource_type: str,
+        rid: str,
+        content: dict[str, Any],
+        *,
+        patient_id: str | None = None,
+        may_exist: bool = False,
+    ) -> StoredResource:
+        """Insert version 1. `may_exist` (client-chosen ids) guards the insert with a savepoint
+        so a racing create of the same id surfaces as `IdTaken` instead of a broken transaction."""
+        now = utcnow()
+        doc = self._stamp(resource_type, rid, content, 1, now)
+        values = extract(definitions.for_type(resource_type), doc, patient_id=patient_id)
+        row = {
+            "tenant_id": self.tenant_id,
+            "res_type": resource_type,
+            "id": rid,
+            "version_id": 1,
+            "last_updated": now,
+            "patient_id": values.patient_id,
+            "status": values.status,
+            "sort_date": values.sort_date,
+            "content": doc,
+        }
+        if may_exist:
+            try:
+                with self.session.begin_nested():
+                    self.session.execute(insert(R), [row])
+            except IntegrityError as exc:
+                raise IdTaken(rid) from exc
+        else:
+            self.session.execute(insert(R), [row])
+        self._write_version(resource_type, rid, 1, now, doc)
+        self._write_index(resource_type, rid, values)
+        return StoredResource(resource_type, rid, 1, now, doc, values.patient_id)
+
+    def update(
+        self, resource_type: str, rid: str, content: dict[str, Any], expected_version: int
+    ) -> StoredResource:
+        """Compare-and-set: writes version `expected_version + 1` or raises VersionConflict."""
+        now = utcnow()
+        version = expected_version + 1
+        doc = self._stamp(resource_type, rid, content, version, now)
+        values = extract(definitions.for_type(resource_type), doc)
+        result = self.session.execute(
+            sql_update(R)
+            .where(*self._scoped(resource_type), R.c.id == rid, R.c.version_id == expected_version)
+            .values(
+                version_id=version,
+                last_updated=now,
+                patient_id=values.patient_id,
+                status=values.status,
+                sort_date=values.sort_date,
+                content=doc,
+            )
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+            raise VersionConflict(
+                f"{resource_type}/{rid} is not at version {expected_version}; re-read and retry"
+            )
+        for table in INDEX_TABLES:
+            self.session.execute(
+                delete(table).where(
+                    table.c.tenant_id == self.tenant_id,
+                    table.c.res_type == resource_type,
+                    table.c.res_id == rid,
+                )
+            )
+        self._write_version(resource_type, rid, version, now, doc)
+        self._write_index(resource_type, rid, values)
+        return StoredResource(resource_type, rid, version, now, doc, values.patient_id)
+
+    def _write_version(
+        self, resource_type: str, rid: str, version: int, now: datetime, doc: dict[str, Any]
+    ) -> None:
+        self.session.execute(
+            insert(V),
+            [
+                {
+                    "tenant_id": self.tenant_id,
+                    "res_type": resource_type,
+                    "id": rid,
+                    "version_id": version,
+                    "last_updated": now,
+                    "content": doc,
+                }
+            ],
+        )
+
+    def _write_index(self, resource_type: str, rid: str, values: IndexValues) -> None:
+        base = {"tenant_id": self.tenant_id, "res_type": resource_type, "res_id": rid}
+        batches: list[tuple[Any, list[dict[str, Any]]]] = [
+            (TOK, [{**base, "param": p, "system": s, "code": c} for p, s, c in values.tokens]),
+            (
+                REF,
+                [{**base, "param": p, "ref_type": t, "ref_id": i} for p, t, i in values.references],
+            ),
+            (DT, [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in values.dates]),
+            (STR, [{**base, "param": p, "value": v, "exact": e} for p, v, e in values.strings]),
+        ]
+        for table, rows in batches:
+            if rows:
+                self.session.execute(insert(table), rows)
+
+    # ---------------------------------------------------------------- conditional create
+    def conditional_key_owner(self, resource_type: str, key: str) -> str | None:
+        return self.session.execute(
+            select(CK.c.res_id).where(
+                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
+            )
+        ).scalar()
+
+    def claim_conditional_key(self, resource_type: str, key: str, rid: str) -> bool:
+        """Insert the key row; False if another transaction holds it (it then wins).
+
+        On PostgreSQL a concurrent insert of the same key blocks until the first commits,
+        then fails here: exactly one creator per key, whatever the timing.
+        """
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(CK),
+                    [
+                        {
+                            "tenant_id": self.tenant_id,
+                            "res_type": resource_type,
+                            "key": key,
+                            "res_id": rid,
+                        }
+                    ],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def reassign_conditional_key(self, resource_type: str, key: str, rid: str) -> None:
+        self.session.execute(
+            sql_update(CK)
+            .where(
+                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
+            )
+            .values(res_id=rid)
+        )
+
+    # ---------------------------------------------------------------- search
+    def search(self, query: SearchQuery) -> SearchPage:
+        where = self._scoped(query.resource_type)
+        for criterion in query.criteria:
+            where.append(self._criterion(query.resource_type, criterion))
+        total = None
+        if query.with_total or query.summary_count:
+            total = self.session.execute(
+                select(func.count()).select_from(R).where(*where)
+            ).scalar_one()
+        if query.summary_count:
+            return SearchPage([], total, None, None)
+        return self._page(query, where, total)
+
+    def _page(
+        self, query: SearchQuery, where: list[ColumnElement[bool]], total: int | None
+    ) -> SearchPage:
+        sort_col = R.c[query.sort_column]
+        cursor = query.cursor
+        backwards = cursor is not None and cursor.direction == "prev"
+        descending = query.descending != backwards
+        stmt: Select[Any] = select(R).where(*where)
+        if cursor is not None:
+            key = _decode_key(query.sort_column, cursor.key)
+            if query.sort_column == "id":
+                cond = R.c.id < cursor.id if descending else R.c.id > cursor.id
+            else:
+                left, right = sql_tuple(sort_col, R.c.id), sql_tuple(key, cursor.id)
+                cond = left < right if descending else left > right
+            stmt = stmt.where(cond)
+        order = [sort_col.desc(), R.c.id.desc()] if descending else [sort_col.asc(), R.c.id.asc()]
+        if query.sort_column == "id":
+            order = order[:1]
+        rows = self.session.execute(stmt.order_by(*order).limit(query.count + 1)).all()
+        more = len(rows) > query.count
+        found = [self._row(r) for r in rows[: query.count]]
+        if backwards:
+            found.reverse()
+        has_next = more if not backwards else True
+        has_prev = (cursor is not None) if not backwards else more
+        page = SearchPage(found, total, None, None)
+        if found and query.count:
+            if has_next:
+                page.next_cursor = self._cursor("next", query, found[-1])
+            if has_prev:
+                page.prev_cursor = self._cursor("prev", query, found[0])
+        page.included = self._includes(query, found)
+        return page
+
+    @staticmethod
+    def _cursor(direction: str, query: SearchQuery, res: StoredResource) -> Cursor:
+        if query.sort_column == "id":
+            key: Any = None
+        elif query.sort_column == "last_updated":
+            key = res.last_updated.isoformat()
+        else:
+            assert res.sort_date is not None  # rows read by search always carry it
+            key = res.sort_date.isoformat()
+        return Cursor(direction, query.sort_param, key, res.id)
+
+    def _criterion(self, resource_type: str, c: Criterion) -> ColumnElement[bool]:
+        if c.kind == "id":
+            return R.c.id.in_(c.values)
+        if c.kind == "lastUpdated":
+            return and_(*[_point_cond(R.c.last_updated, v) for v in c.values])
+        assert c.param is not None
+        param = c.param
+        if c.kind == "token" and param.column == "status":
+            codes = [v.code for v in c.values if v.code is not None]
+            return R.c.status.in_(codes) if codes else R.c.status.is_not(None)
+        if c.kind == "reference" and param.column == "patient_id":
+            ids = [v.id for v in c.values if v.type in (None, "Patient")]
+            return R.c.patient_id.in_(ids) if ids else false()
+        table, conds = self._index_conds(c)
+        sub = select(table.c.res_id).where(
+            table.c.tenant_id == self.tenant_id,
+            table.c.res_type == resource_type,
+            table.c.param == param.name,
+            or_(*conds),
+        )
+        return R.c.id.in_(sub)
+
+    @staticmethod
+    def _index_conds(c: Criterion) -> tuple[Any, list[ColumnElement[bool]]]:
+        conds: list[ColumnElement[bool]] = []
+        if c.kind == "token":
+            for v in c.values:
+                parts = []
+                if v.code is not None:
+                    parts.append(TOK.c.code == v.code)
+                if v.system is not None:
+                    parts.append(TOK.c.system == v.system)
+                conds.append(and_(*parts))
+            return TOK, conds
+        if c.kind == "reference":
+            for v in c.values:
+                parts = [REF.c.ref_id == v.id]
+                if v.type:
+                    parts.append(REF.c.ref_type == v.type)
+                conds.append(and_(*parts))
+            return REF, conds
+        if c.kind == "date":
+            return DT, [_range_cond(DT.c.low, DT.c.high, v) for v in c.values]
+        for v in c.values:
+            if c.modifier == "exact":
+                conds.append(STR.c.exact == v)
+            elif c.modifier == "contains":
+                conds.append(STR.c.value.contains(v, autoescape=True))
+            else:
+                conds.append(STR.c.value.startswith(v, autoescape=True))
+        return STR, conds
+
+    def _includes(self, query: SearchQuery, found: list[StoredResource]) -> list[StoredResource]:
+        if not found or not (query.includes or query.revincludes):
+            return []
+        ids = [r.id for r in found]
+        refs: set[tuple[str, str]] = set()
+        for inc in query.includes:
+            stmt = select(REF.c.ref_type, REF.c.ref_id).where(
+                REF.c.tenant_id == self.tenant_id,
+                REF.c.res_type == query.resource_type,
+                REF.c.param == inc.param,
+                REF.c.res_id.in_(ids),
+            )
+            if inc.target_type:
+                stmt = stmt.where(REF.c.ref_type == inc.target_type)
+            refs.update(
+                (t, i)
+                for t, i in self.session.execute(stmt).all()
+                if t in definitions.load_definitions()
+            )
+        for inc in query.revincludes:
+            stmt = select(REF.c.res_id).where(
+                REF.c.tenant_id == self.tenant_id,
+                REF.c.res_type == inc.source_type,
+                REF.c.param == inc.param,
+                REF.c.ref_type == query.resource_type,
+                REF.c.ref_id.in_(ids),
+            )
+            refs.update((inc.source_type, i) for (i,) in self.session.execute(stmt).all())
+        seen = {(r.resource_type, r.id) for r in found}
+        return [r for r in self.fetch_many(refs - seen)]
+
+
+def _decode_key(column: str, key: Any) -> Any:
+    if column in ("last_updated", "sort_date"):
+        return datetime.fromisoformat(key)
+    return key
+
+
+def _point_cond(col: Any, v: DateValue) -> ColumnElement[bool]:
+    """Prefix semantics for a column holding an instant (search.html#prefix)."""
+    table: dict[str, ColumnElement[bool]] = {
+        "eq": and_(col >= v.low, col < v.high),
+        "ne": or_(col < v.low, col >= v.high),
+        "gt": col >= v.high,
+        "sa": col >= v.high,
+        "lt": col < v.low,
+        "eb": col < v.low,
+        "ge": col >= v.low,
+        "le": col < v.high,
+    }
+    return table[v.prefix]
+
+
+def _range_cond(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
+    """Prefix semantics for an indexed range [low, high) against the search range."""
+    table: dict[str, ColumnElement[bool]] = {
+        "eq": and_(low >= v.low, high <= v.high),
+        "ne": or_(low < v.low, high > v.high),
+        "gt": high > v.high,
+        "lt": low < v.low,
+        "ge": high > v.low,
+        "le": low < v.high,
+        "sa": low >= v.high,
+        "eb": high <= v.low,
+    }
+    return table[v.prefix]

@@ -1,0 +1,353 @@
+"""FHIR REST interactions, free of any web framework (medplum fhir-router style).
+
+A `FhirRequest` comes in, a `FhirResponse` goes out; each interaction is a short handler
+that calls one service inside one unit of work. What is allowed per type comes from the
+CapabilityStatement (app/fhir/capability.py). Scopes (SMART) are checked here, on top of
+the role rules the services apply.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.auth.scopes import scope_allows
+from app.errors import (
+    Forbidden,
+    Issue,
+    MethodNotAllowed,
+    ResourceNotFound,
+    RouteNotFound,
+    ValidationFailed,
+)
+from app.fhir import capability
+from app.fhir.http import (
+    FhirRequest,
+    FhirResponse,
+    apply_elements,
+    if_match,
+    negotiate,
+    parse_json,
+    prefer,
+    resource_headers,
+)
+from app.fhir.outcomes import informational
+from app.fhir.repository import SearchPage, StoredResource, utcnow
+from app.fhir.search.dates import format_instant
+from app.fhir.search.query import MAX_COUNT, SearchQuery, parse_search
+from app.services.resources import ResourceService, WriteResult
+from app.services.unit_of_work import UnitOfWork
+
+Handler = Callable[[FhirRequest], FhirResponse]
+
+
+class FhirRouter:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def uow(self, req: FhirRequest) -> AbstractContextManager[UnitOfWork]:
+        """A new unit of work, or the enclosing transaction's for a Bundle's GET entry."""
+        if req.uow is not None:
+            return nullcontext(req.uow)
+        assert req.principal is not None
+        return UnitOfWork(self.session_factory, req.principal)
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, req: FhirRequest) -> FhirResponse:
+        negotiate(req)
+        seg, method = req.segments, req.method
+        if seg == ["metadata"]:
+            if method != "GET":
+                raise MethodNotAllowed("metadata is read-only")
+            return FhirResponse(200, capability.load().statement)
+        if not seg:
+            if method == "POST":
+                from app.fhir.bundles import process_bundle
+
+                return process_bundle(self, req)
+            raise MethodNotAllowed("Only batch/transaction (POST) is supported at the base")
+        rtype = seg[0]
+        cap = capability.load().types.get(rtype)
+        if cap is None:
+            raise RouteNotFound(f"Resource type {rtype!r} is not supported by this server")
+        interaction, handler = self._route(req)
+        if interaction not in cap.interactions:
+            raise MethodNotAllowed(self._not_allowed(rtype, interaction))
+        self._check_scope(req, rtype, interaction)
+        return handler(req)
+
+    def _route(self, req: FhirRequest) -> tuple[str, Handler]:
+        seg, method = req.segments, req.method
+        n = len(seg)
+        table: dict[tuple[int, str], tuple[str, Handler]] = {
+            (1, "GET"): ("search-type", self.search),
+            (1, "POST"): ("create", self.create),
+            (2, "GET"): ("read", self.read),
+            (2, "PUT"): ("update", self.update),
+            (2, "DELETE"): ("delete", self.read),
+            (2, "PATCH"): ("patch", self.read),
+            (3, "GET"): ("history-instance", self.history),
+            (4, "GET"): ("vread", self.vread),
+        }
+        if n == 2 and seg[1] == "_search":
+            if method == "POST":
+                return "search-type", self.search
+            raise MethodNotAllowed("_search takes POST")
+        if n == 2 and seg[1] == "_history":
+            return "history-type", self.search
+        if n >= 2 and (seg[1].startswith("$") or seg[-1].startswith("$")):
+            raise RouteNotFound(f"Operation {seg[-1]} is not supported by this server")
+        if n >= 3 and seg[2] != "_history":
+            raise RouteNotFound("Unknown path")
+        route = table.get((n, method))
+        if route is None:
+            raise MethodNotAllowed(f"{method} is not supported on this path")
+        return route
+
+    @staticmethod
+    def _not_allowed(rtype: str, interaction: str) -> str:
+        if interaction == "delete":
+            return (
+                f"Resources are never deleted. To withdraw a {rtype}, update its status to "
+                "entered-in-error (or cancel it)."
+            )
+        return f"{interaction} is not supported for {rtype}"
+
+    @staticmethod
+    def _check_scope(req: FhirRequest, rtype: str, interaction: str) -> None:
+        action = {"search-type": "search", "create": "create", "update": "update"}.get(
+            interaction, "read"
+        )
+        assert req.principal is not None
+        if not scope_allows(
+            req.principal.scopes, rtype, action, req.principal.patient_id is not None
+        ):
+            raise Forbidden(f"The token's scopes do not allow {action} on {rtype}")
+
+    # ------------------------------------------------------------------ reads
+    def read(self, req: FhirRequest) -> FhirResponse:
+        rtype, rid = req.segments[0], req.segments[1]
+        with self.uow(req) as uow:
+            found = ResourceService(uow).read(rtype, rid)
+        return self._resource(req, found, 200)
+
+    def vread(self, req: FhirRequest) -> FhirResponse:
+        rtype, rid, _h, vid = req.segments
+        with self.uow(req) as uow:
+            found = ResourceService(uow).vread(rtype, rid, vid)
+        return self._resource(req, found, 200)
+
+    def history(self, req: FhirRequest) -> FhirResponse:
+        rtype, rid = req.segments[0], req.segments[1]
+        count = _int_param(req, "_count", 20, MAX_COUNT)
+        before_raw = req.param("_before")
+        before = _int_param(req, "_before", 0, 2**31) if before_raw else None
+        with self.uow(req) as uow:
+            versions, total = ResourceService(uow).history(rtype, rid, count=count, before=before)
+        base = f"{req.base_url}/{rtype}/{rid}/_history"
+        links = [
+            {"relation": "self", "url": f"{base}?{urlencode(req.params)}" if req.params else base}
+        ]
+        if versions and versions[-1].version_id > 1:
+            nxt = urlencode({"_count": count, "_before": versions[-1].version_id})
+            links.append({"relation": "next", "url": f"{base}?{nxt}"})
+        entries = [
+            {
+                "fullUrl": f"{req.base_url}/{rtype}/{rid}",
+                "resource": v.content,
+                "request": {
+                    "method": "POST" if v.version_id == 1 else "PUT",
+                    "url": f"{rtype}/{rid}" if v.version_id > 1 else rtype,
+                },
+                "response": {
+                    "status": "201 Created" if v.version_id == 1 else "200 OK",
+                    "etag": f'W/"{v.version_id}"',
+                    "lastModified": format_instant(v.last_updated),
+                },
+            }
+            for v in versions
+        ]
+        return FhirResponse(200, _bundle("history", total, links, entries))
+
+    def search(self, req: FhirRequest) -> FhirResponse:
+        rtype = req.segments[0]
+        params = list(req.params)
+        if req.method == "POST" and req.body:
+            from urllib.parse import parse_qsl
+
+            params += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
+        strict = prefer(req).get("handling") == "strict"
+        query = parse_search(rtype, params, strict=strict)
+        self._check_includes(req, query)
+        with self.uow(req) as uow:
+            page = ResourceService(uow).search(query)
+        return FhirResponse(200, self._searchset(req, query, page))
+
+    def _check_includes(self, req: FhirRequest, query: SearchQuery) -> None:
+        cap = capability.load().types[query.resource_type]
+        for inc in query.includes:
+            if f"{inc.source_type}:{inc.param}" not in cap.includes:
+                raise ValidationFailed(
+                    f"_include={inc.source_type}:{inc.param} not supported",
+                    issues=[Issue("unsupported _include", "_include")],
+                )
+        for inc in query.revincludes:
+            if f"{inc.source_type}:{inc.param}" not in cap.revincludes:
+                raise ValidationFailed(
+                    f"_revinclude={inc.source_type}:{inc.param} not supported",
+                    issues=[Issue("unsupported _revinclude", "_revinclude")],
+                )
+            self._check_scope(req, inc.source_type, "search-type")
+
+    def _searchset(self, req: FhirRequest, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
+        base = f"{req.base_url}/{query.resource_type}"
+        shape = [
+            (k, v)
+            for k, v in req.params
+            if k in ("_count", "_sort", "_include", "_revinclude", "_elements", "_total")
+        ]
+        if query.summary_count:
+            shape.append(("_summary", "count"))
+        keep = query.echo + shape
+
+        def link(relation: str, extra: list[tuple[str, str]]) -> dict[str, str]:
+            qs = urlencode(keep + extra)
+            return {"relation": relation, "url": f"{base}?{qs}" if qs else base}
+
+        links = [link("self", [("_cursor", query.cursor.encode())] if query.cursor else [])]
+        if page.next_cursor:
+            links.append(link("next", [("_cursor", page.next_cursor.encode())]))
+        if page.prev_cursor:
+            links.append(link("previous", [("_cursor", page.prev_cursor.encode())]))
+        entries: list[dict[str, Any]] = [
+            {
+                "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
+                "resource": apply_elements(r.content, query.elements),
+                "search": {"mode": "match"},
+            }
+            for r in page.resources
+        ]
+        entries += [
+            {
+                "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
+                "resource": r.content,
+                "search": {"mode": "include"},
+            }
+            for r in page.included
+        ]
+        if query.warnings:
+            entries.append(
+                {
+                    "resource": informational("Search completed with warnings", query.warnings),
+                    "search": {"mode": "outcome"},
+                }
+            )
+        return _bundle("searchset", page.total, links, entries)
+
+    # ------------------------------------------------------------------ writes
+    def create(self, req: FhirRequest) -> FhirResponse:
+        rtype = req.segments[0]
+        body = parse_json(req.body)
+        condition = req.header("if-none-exist")
+        reason = _provenance_reason(req)
+        with self.uow(req) as uow:
+            service = ResourceService(uow)
+            if condition:
+                result = service.conditional_create(rtype, body, condition, reason=reason)
+            else:
+                result = WriteResult(service.create(rtype, body, reason=reason), created=True)
+        return self._written(req, result)
+
+    def update(self, req: FhirRequest) -> FhirResponse:
+        rtype, rid = req.segments[0], req.segments[1]
+        body = parse_json(req.body)
+        version = if_match(req)
+        with self.uow(req) as uow:
+            result = ResourceService(uow).update(
+                rtype, rid, body, if_match=version, reason=_provenance_reason(req)
+            )
+        return self._written(req, result)
+
+    def _written(self, req: FhirRequest, result: WriteResult) -> FhirResponse:
+        return self._resource(
+            req, result.resource, 201 if result.created else 200, location=result.created
+        )
+
+    def _resource(
+        self, req: FhirRequest, res: StoredResource, status: int, *, location: bool = False
+    ) -> FhirResponse:
+        loc = (
+            f"{req.base_url}/{res.resource_type}/{res.id}/_history/{res.version_id}"
+            if location
+            else None
+        )
+        headers = resource_headers(res, loc)
+        if req.method == "GET":
+            elements = req.param("_elements")
+            body = apply_elements(res.content, elements.split(",") if elements else None)
+            return FhirResponse(status, body, headers)
+        wanted = prefer(req).get("return", "representation")
+        if wanted == "minimal":
+            return FhirResponse(status, None, headers)
+        if wanted == "operationoutcome":
+            verb = "Created" if status == 201 else "Updated" if req.method == "PUT" else "Found"
+            return FhirResponse(status, informational(f"{verb} {res.versioned_reference}"), headers)
+        return FhirResponse(status, res.content, headers)
+
+
+def _bundle(
+    kind: str, total: int | None, links: list[dict[str, str]], entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utcnow())},
+        "type": kind,
+    }
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _int_param(req: FhirRequest, name: str, default: int, maximum: int) -> int:
+    raw = req.param(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ValidationFailed(
+            f"{name} must be a non-negative integer", issues=[Issue("not an integer", name)]
+        )
+    return min(int(raw), maximum)
+
+
+def _provenance_reason(req: FhirRequest) -> str | None:
+    """The reason from an `X-Provenance` header, if the client sent one.
+
+    See: https://hl7.org/fhir/R4/provenance.html#header
+    """
+    raw = req.header("x-provenance")
+    if not raw:
+        return None
+    prov = parse_json(raw.encode())
+    if not isinstance(prov, dict):
+        return None
+    reasons = prov.get("reason") or []
+    texts = [
+        r.get("text")
+        or next((c.get("display") or c.get("code") for c in r.get("coding", [])), None)
+        for r in reasons
+        if isinstance(r, dict)
+    ]
+    text = "; ".join(t for t in texts if t)
+    return text or None
+
+
+__all__ = ["FhirRouter", "ResourceNotFound"]

@@ -1,0 +1,96 @@
+"""Flask glue for `/fhir/R4`: build a FhirRequest, authenticate, call the router, render.
+
+Errors of every kind leave here as an OperationOutcome; unexpected ones are logged with the
+request id and answered with a generic 500 (never a stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from app.errors import AppError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from app.fhir.http import FHIR_JSON, FhirRequest, FhirResponse
+from app.fhir.outcomes import operation_outcome, status_for
+from app.fhir.router import FhirRouter
+from app.runtime import get_runtime
+
+PREFIX = "/fhir/R4"
+log = logging.getLogger("app.fhir")
+bp = Blueprint("fhir", __name__, url_prefix=PREFIX)
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+
+
+def _render(resp: FhirResponse) -> Response:
+    body = b"" if resp.body is None else orjson.dumps(resp.body)
+    out = Response(body, status=resp.status, content_type=f"{FHIR_JSON}; charset=utf-8")
+    for key, value in resp.headers.items():
+        out.headers[key] = value
+    return out
+
+
+def _error(err: AppError) -> Response:
+    resp = FhirResponse(status_for(err), operation_outcome(err), dict(err.headers))
+    return _render(resp)
+
+
+def _base_url() -> str:
+    configured = get_runtime().settings.public_base_url
+    return (configured or request.host_url.rstrip("/")) + PREFIX
+
+
+@bp.route("", defaults={"subpath": ""}, methods=METHODS, strict_slashes=False)
+@bp.route("/<path:subpath>", methods=METHODS)
+def dispatch(subpath: str) -> Response:
+    runtime = get_runtime()
+    segments = [s for s in subpath.split("/") if s]
+    fhir_req = FhirRequest(
+        method=request.method,
+        segments=segments,
+        params=list(request.args.items(multi=True)),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else b"",
+        base_url=_base_url(),
+    )
+    if segments != ["metadata"]:
+        fhir_req.principal = runtime.authenticator.authenticate(
+            request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
+        )
+    router = FhirRouter(runtime.session_factory)
+    return _render(router.handle(fhir_req))
+
+
+@bp.errorhandler(AppError)
+def _app_error(err: AppError) -> Response:
+    return _error(err)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_err: RequestEntityTooLarge) -> Response:
+    return _error(PayloadTooLarge("The request body is larger than 1 MiB"))
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    if err.code == 405:
+        return _error(MethodNotAllowed(err.description or "Method not allowed"))
+    if err.code == 404:
+        return _error(RouteNotFound(err.description or "Not found"))
+    generic = AppError(err.description or "Request failed")
+    resp = FhirResponse(err.code or 400, operation_outcome(generic))
+    return _render(resp)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(err: Exception) -> Response:
+    log.exception("unhandled error on the FHIR face")
+    return _error(AppError("Internal server error"))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    # Werkzeug raises 413 before the blueprint is chosen; answer it in FHIR shape too.
+    app.register_error_handler(RequestEntityTooLarge, _too_large)

@@ -1,0 +1,43 @@
+"""The per-application object graph, built once in `create_app` (no import-time side effects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.auth.tokens import Authenticator
+from app.cache import Cache, make_cache
+from app.db import make_engine, make_session_factory
+from app.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    cache: Cache
+    authenticator: Authenticator
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings)
+        return cls(
+            settings=settings,
+            engine=engine,
+            session_factory=make_session_factory(engine),
+            cache=make_cache(settings),
+            authenticator=Authenticator(settings),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.cache.close()
+
+
+def get_runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["orders"]
+    return runtime

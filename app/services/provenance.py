@@ -1,0 +1,49 @@
+"""A Provenance for every write: who (token `sub`), when, what (versioned target), why.
+
+See: https://hl7.org/fhir/R4/provenance.html — `target` points at the exact version written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.auth import Principal
+from app.domain.ids import new_id
+from app.fhir.repository import Repository, StoredResource
+from app.fhir.search.dates import format_instant
+
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+def record(
+    repo: Repository,
+    principal: Principal,
+    target: StoredResource,
+    *,
+    activity: str,
+    reason: str | None = None,
+    activity_system: str = DATA_OPERATION,
+) -> StoredResource:
+    """Store a Provenance for `target`; `activity` is a v3-DataOperation code (CREATE, UPDATE)."""
+    prov: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": [{"reference": target.versioned_reference}],
+        "recorded": format_instant(target.last_updated),
+        "activity": {"coding": [{"system": activity_system, "code": activity}]},
+        "agent": [
+            {
+                "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]},
+                "who": {
+                    "identifier": {
+                        "system": principal.issuer or "urn:orders-service:token-sub",
+                        "value": principal.sub,
+                    },
+                    "display": principal.sub,
+                },
+            }
+        ],
+    }
+    if reason:
+        prov["reason"] = [{"text": reason}]
+    return repo.create("Provenance", new_id("Provenance"), prov, patient_id=target.patient_id)

@@ -1,0 +1,228 @@
+"""Generic FHIR resource use cases: create, conditional create, update, read, history, search.
+
+Every write validates the resource, checks the caller's role, checks that its references
+resolve within the tenant (so a reference to another tenant's resource fails exactly like a
+reference to nothing), stores it through the repository and records Provenance, all inside
+the caller's unit of work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain import access
+from app.domain.ids import is_valid_fhir_id, new_id
+from app.errors import (
+    Issue,
+    MultipleMatches,
+    ResourceNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from app.fhir.models import validate_resource
+from app.fhir.repository import IdTaken, SearchPage, StoredResource
+from app.fhir.search.definitions import load_definitions
+from app.fhir.search.extract import parse_reference
+from app.fhir.search.query import SearchQuery, parse_search
+from app.services import provenance
+from app.services.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    resource: StoredResource
+    created: bool
+
+
+def _references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield path, value
+            else:
+                yield from _references(value, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _references(item, f"{path}[{i}]")
+
+
+def check_references(
+    uow: UnitOfWork,
+    resource_type: str,
+    body: dict[str, Any],
+    pending: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+) -> None:
+    """Relative references to types this server stores must exist in the caller's tenant.
+
+    `pending` holds resources a transaction is about to create, which count as present.
+    """
+    stored = load_definitions()
+    wanted: dict[tuple[str, str], str] = {}
+    for path, ref in _references(body):
+        parsed = parse_reference(ref)
+        if parsed and parsed[0] in stored and "://" not in ref and parsed not in pending:
+            wanted.setdefault(parsed, f"{resource_type}.{path}")
+    if not wanted:
+        return
+    found = uow.repo.existing(wanted)
+    missing = [
+        Issue(f"Reference {t}/{i} not found", wanted[(t, i)], code="not-found")
+        for (t, i) in wanted
+        if (t, i) not in found
+    ]
+    if missing:
+        raise ValidationFailed("Unresolvable reference(s)", issues=missing)
+
+
+def conditional_key(resource_type: str, query: SearchQuery) -> str:
+    """A stable hash of the match URL, so the same condition always claims the same key."""
+    canonical = "&".join(f"{k}={v}" for k, v in sorted(query.echo))
+    return hashlib.sha256(f"{resource_type}?{canonical}".encode()).hexdigest()
+
+
+class ResourceService:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.principal = uow.principal
+        #: Resources a transaction will create; references to them are not yet resolvable.
+        self.pending: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ reads
+    def read(self, resource_type: str, rid: str) -> StoredResource:
+        access.require(self.principal, access.Action.READ)
+        found = self.uow.repo.read(resource_type, rid)
+        if found is None:
+            raise ResourceNotFound(f"{resource_type}/{rid} not found")
+        return found
+
+    def vread(self, resource_type: str, rid: str, version: str) -> StoredResource:
+        access.require(self.principal, access.Action.READ)
+        found = self.uow.repo.vread(resource_type, rid, int(version)) if version.isdigit() else None
+        if found is None:
+            raise ResourceNotFound(f"{resource_type}/{rid}/_history/{version} not found")
+        return found
+
+    def history(
+        self, resource_type: str, rid: str, *, count: int, before: int | None
+    ) -> tuple[list[StoredResource], int]:
+        access.require(self.principal, access.Action.READ)
+        found = self.uow.repo.history(resource_type, rid, count=count, before_version=before)
+        if found is None:
+            raise ResourceNotFound(f"{resource_type}/{rid} not found")
+        return found
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        access.require(self.principal, access.Action.READ)
+        return self.uow.repo.search(query)
+
+    # ------------------------------------------------------------------ writes
+    def _prepare(self, resource_type: str, body: Any) -> dict[str, Any]:
+        access.require(self.principal, access.write_action(resource_type))
+        validated = validate_resource(resource_type, body)
+        check_references(self.uow, resource_type, validated, self.pending)
+        return validated
+
+    def create(
+        self, resource_type: str, body: Any, *, rid: str | None = None, reason: str | None = None
+    ) -> StoredResource:
+        doc = self._prepare(resource_type, body)
+        stored = self.uow.repo.create(resource_type, rid or new_id(resource_type), doc)
+        provenance.record(self.uow.repo, self.principal, stored, activity="CREATE", reason=reason)
+        return stored
+
+    def find_match(self, resource_type: str, if_none_exist: str) -> StoredResource | None:
+        """The resource an If-None-Exist condition names (write path: create rights suffice)."""
+        return self._single_match(_condition(resource_type, if_none_exist))
+
+    def conditional_create(
+        self,
+        resource_type: str,
+        body: Any,
+        if_none_exist: str,
+        *,
+        rid: str | None = None,
+        reason: str | None = None,
+    ) -> WriteResult:
+        """If-None-Exist: 0 matches → create, 1 → return it (200), more → 412.
+
+        A unique key row per condition makes racing identical requests create exactly one
+        resource (see Repository.claim_conditional_key).
+        See: https://hl7.org/fhir/R4/http.html#ccreate
+        """
+        doc = self._prepare(resource_type, body)
+        query = _condition(resource_type, if_none_exist)
+        match = self._single_match(query)
+        if match is not None:
+            return WriteResult(match, created=False)
+        rid = rid or new_id(resource_type)
+        key = conditional_key(resource_type, query)
+        if not self.uow.repo.claim_conditional_key(resource_type, key, rid):
+            match = self._single_match(query)
+            if match is not None:
+                return WriteResult(match, created=False)
+            # The earlier holder no longer matches (its identifier changed): take the key over.
+            self.uow.repo.reassign_conditional_key(resource_type, key, rid)
+        stored = self.uow.repo.create(resource_type, rid, doc)
+        provenance.record(self.uow.repo, self.principal, stored, activity="CREATE", reason=reason)
+        return WriteResult(stored, created=True)
+
+    def _single_match(self, query: SearchQuery) -> StoredResource | None:
+        query.count, query.with_total = 2, False
+        page = self.uow.repo.search(query)
+        if len(page.resources) > 1:
+            raise MultipleMatches("The condition matches more than one resource")
+        return page.resources[0] if page.resources else None
+
+    def update(
+        self,
+        resource_type: str,
+        rid: str,
+        body: Any,
+        *,
+        if_match: int | None,
+        reason: str | None = None,
+    ) -> WriteResult:
+        """PUT: version-aware with If-Match; update-as-create for a new client id.
+
+        See: https://hl7.org/fhir/R4/http.html#update and #concurrency
+        """
+        if not is_valid_fhir_id(rid):
+            raise ValidationFailed(f"Invalid id {rid!r}", issues=[Issue("Invalid id", "id")])
+        if isinstance(body, dict) and body.get("id") != rid:
+            msg = f"Resource id {body.get('id')!r} does not match the URL id {rid!r}"
+            raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.id")])
+        doc = self._prepare(resource_type, body)
+        current = self.uow.repo.read(resource_type, rid, for_update=if_match is None)
+        if current is None:
+            if if_match is not None:
+                raise VersionConflict(f"{resource_type}/{rid} does not exist at any version")
+            try:
+                stored = self.uow.repo.create(resource_type, rid, doc, may_exist=True)
+            except IdTaken as exc:
+                raise VersionConflict(f"{resource_type}/{rid} was created concurrently") from exc
+            provenance.record(
+                self.uow.repo, self.principal, stored, activity="CREATE", reason=reason
+            )
+            return WriteResult(stored, created=True)
+        expected = if_match if if_match is not None else current.version_id
+        stored = self.uow.repo.update(resource_type, rid, doc, expected)
+        provenance.record(self.uow.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        return WriteResult(stored, created=False)
+
+
+def _condition(resource_type: str, if_none_exist: str) -> SearchQuery:
+    from urllib.parse import parse_qsl
+
+    text = if_none_exist.split("?", 1)[-1]
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not pairs:
+        raise ValidationFailed("If-None-Exist is empty", issues=[Issue("empty", "If-None-Exist")])
+    query = parse_search(resource_type, pairs, strict=True)
+    if not query.criteria:
+        raise ValidationFailed(
+            "If-None-Exist has no search criteria", issues=[Issue("no criteria", "If-None-Exist")]
+        )
+    return query

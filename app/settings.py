@@ -1,0 +1,72 @@
+"""Configuration, read from the environment in exactly one place (DESIGN §2)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEV_ISSUER = "urn:orders-service:dev"
+DEV_AUDIENCE = "orders-service"
+
+
+class ConfigurationError(RuntimeError):
+    """Raised at start-up when the environment describes an impossible set-up."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: Path
+    database_url: str
+    redis_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_client_id: str | None = None
+    public_base_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    # Extra knobs for tests; never read from the environment.
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def dev_mode(self) -> bool:
+        """Development tokens are used only when no OIDC setting is present at all."""
+        return not (self.oidc_issuer or self.oidc_audience or self.oidc_jwks_url)
+
+    @property
+    def issuer(self) -> str:
+        return self.oidc_issuer or DEV_ISSUER
+
+    @property
+    def audience(self) -> str:
+        return self.oidc_audience or DEV_AUDIENCE
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, instance_path: Path | str | None = None) -> Settings:
+        env = os.environ
+        inst = Path(instance_path or env.get("ORDERS_INSTANCE_PATH") or Path.cwd() / "instance")
+        db_url = env.get("DATABASE_URL") or f"sqlite:///{inst / 'orders.sqlite3'}"
+        settings = cls(
+            instance_path=inst,
+            database_url=db_url,
+            redis_url=env.get("REDIS_URL") or None,
+            oidc_issuer=env.get("OIDC_ISSUER") or None,
+            oidc_audience=env.get("OIDC_AUDIENCE") or None,
+            oidc_jwks_url=env.get("OIDC_JWKS_URL") or None,
+            oidc_client_id=env.get("OIDC_CLIENT_ID") or None,
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        oidc = [self.oidc_issuer, self.oidc_audience, self.oidc_jwks_url]
+        if any(oidc) and not all(oidc):
+            raise ConfigurationError(
+                "OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL must be set together "
+                "(or all left unset for development mode)"
+            )

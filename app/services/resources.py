@@ -201,12 +201,17 @@ class ResourceService:
                 raise VersionConflict(f"{resource_type}/{rid} does not exist at any version")
             try:
                 stored = self.uow.repo.create(resource_type, rid, doc, may_exist=True)
-            except IdTaken as exc:
-                raise VersionConflict(f"{resource_type}/{rid} was created concurrently") from exc
-            provenance.record(
-                self.uow.repo, self.principal, stored, activity="CREATE", reason=reason
-            )
-            return WriteResult(stored, created=True)
+            except IdTaken:
+                # Another PUT created it first and has committed: without If-Match the client
+                # asked for "this content now", so apply it as an update on top (last writer wins).
+                current = self.uow.repo.read(resource_type, rid, for_update=True)
+                if current is None:  # pragma: no cover - the winner committed before IdTaken
+                    raise VersionConflict(f"{resource_type}/{rid} was created concurrently")
+            else:
+                provenance.record(
+                    self.uow.repo, self.principal, stored, activity="CREATE", reason=reason
+                )
+                return WriteResult(stored, created=True)
         expected = if_match if if_match is not None else current.version_id
         stored = self.uow.repo.update(resource_type, rid, doc, expected)
         provenance.record(self.uow.repo, self.principal, stored, activity="UPDATE", reason=reason)

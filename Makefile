@@ -1,0 +1,29 @@
+# Developer entry points. Each target says what it does: run `make help`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+ARGS ?=
+
+.PHONY: help venv services run test lint bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
+
+venv: ## Create .venv and install the project (again only when pyproject.toml changed)
+	@bash scripts/venv.sh
+
+services: ## Start local PostgreSQL and Redis if they are down
+	@bash scripts/services.sh
+
+run: ## Run on SQLite + in-process cache with demo data; prints a token (ARGS="--port 8080")
+	@bash scripts/run.sh $(ARGS)
+
+test: ## Run every test against real PostgreSQL and Redis (ARGS="-k cache -x")
+	@bash scripts/test.sh $(ARGS)
+
+lint: venv ## ruff check, ruff format --check and mypy on app/
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy app
+
+bench: ## Benchmarks (placeholder)
+	@echo "bench: no benchmarks yet; they come later (see benchmarks/)."

@@ -1,0 +1,262 @@
+"""Bearer token verification and the request's Principal (DESIGN §3).
+
+Order of checks, so each failure has exactly one answer: the token (401 UNAUTHENTICATED), then
+the `X-Tenant-ID` header (400 TENANT_REQUIRED), then tenant membership (403 TENANT_FORBIDDEN),
+then the module entitlement (403 MODULE_NOT_ENTITLED). Role checks per endpoint (403
+FORBIDDEN) belong to the callers.
+
+Anything wrong with the token, however malformed, is a 401 and never another exception: the
+token is attacker-controlled input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from app.auth import ENTITLEMENT, ROLES, Principal
+from app.auth._jose import JsonWebSignature, Key
+from app.auth.devkeys import load_or_create_dev_key
+from app.auth.jwks import JwksCache
+from app.auth.scopes import parse_scopes, scope_allows
+from app.domain.ids import from_legacy, is_valid_fhir_id
+from app.errors import (
+    Forbidden,
+    ModuleNotEntitled,
+    TenantForbidden,
+    TenantRequired,
+    Unauthenticated,
+)
+from app.settings import ConfigurationError, Settings
+
+__all__ = ["LEEWAY_SECONDS", "Authenticator", "scope_allows"]
+
+#: Clock skew tolerated on `exp` and `nbf` (DESIGN §3: at most 60 s).
+LEEWAY_SECONDS = 60
+#: Only asymmetric algorithms: HMAC would let anyone holding the public key sign tokens.
+ALLOWED_ALGS: dict[str, str] = {"RS256": "RSA", "ES256": "EC"}
+#: Far above any real access token, far below anything that could hurt.
+MAX_TOKEN_CHARS = 16 * 1024
+
+_FHIR_USER_PATIENT = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
+_KNOWN_ROLES = frozenset(ROLES)
+
+
+def _challenge(error: str | None = None) -> dict[str, str]:
+    """RFC 6750 `WWW-Authenticate` for a 401, so standard clients know to (re)authenticate."""
+    value = 'Bearer realm="orders-service"'
+    if error:
+        value += f', error="{error}"'
+    return {"WWW-Authenticate": value}
+
+
+def _invalid(message: str) -> Unauthenticated:
+    return Unauthenticated(message, headers=_challenge("invalid_token"))
+
+
+def _b64url_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON NumericDate; Python's json accepts NaN and Infinity, which would never expire."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _str_list(value: Any) -> list[str]:
+    """A claim that should be a list of strings; a lone string counts as a one-item list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+class Authenticator:
+    """Turns `Authorization` + `X-Tenant-ID` into a Principal, or raises the typed error.
+
+    Development mode verifies against the local dev key; otherwise against the IdP's JWKS.
+    No key is loaded or fetched until the first request.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        jwks: JwksCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._jws = JsonWebSignature(list(ALLOWED_ALGS))
+        self._jwks: JwksCache | None = None
+        if not settings.dev_mode:
+            if not settings.oidc_jwks_url:
+                raise ConfigurationError("OIDC_JWKS_URL is required outside development mode")
+            self._jwks = jwks or JwksCache(settings.oidc_jwks_url)
+        self._dev_key: Key | None = None
+        self._dev_key_lock = threading.Lock()
+
+    # -- public -------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal:
+        """Verify the bearer token and the tenant header; see the module docstring for order."""
+        claims = self.verify_token(self._bearer(authorization))
+
+        tenant_id = (tenant_header or "").strip()
+        if not tenant_id:
+            raise TenantRequired("The X-Tenant-ID header is required")
+
+        tenants = frozenset(_str_list(claims.get("tenant_id")) + _str_list(claims.get("tenants")))
+        if tenant_id not in tenants:
+            raise TenantForbidden(f"The token does not grant access to tenant {tenant_id!r}")
+
+        if ENTITLEMENT not in _str_list(claims.get("entitlements")):
+            raise ModuleNotEntitled(f"The token is not entitled to the {ENTITLEMENT!r} module")
+
+        roles = self._roles(claims)
+        patient_id = _patient_id(claims)
+        if "PATIENT" in roles and patient_id is None and not roles - {"PATIENT"}:
+            # Without it a PATIENT's compartment is unknown; refuse rather than risk a
+            # caller treating "no patient" as "no restriction".
+            raise Forbidden("A PATIENT token must carry patient_id or fhirUser (Patient/<id>)")
+
+        return Principal(
+            sub=claims["sub"],
+            tenant_id=tenant_id,
+            roles=roles,
+            tenants=tenants,
+            patient_id=patient_id,
+            scopes=parse_scopes(claims.get("scope"), claims.get("scp")),
+            issuer=claims["iss"],
+        )
+
+    def verify_token(self, token: str) -> dict[str, Any]:
+        """Signature and registered claims (iss, aud, exp, nbf, sub); returns the claims."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _invalid("Token too large")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise _invalid("Malformed token: expected a signed JWT (three segments)")
+        try:
+            header = _b64url_json(parts[0])
+        except (ValueError, UnicodeError, binascii.Error) as exc:
+            raise _invalid("Malformed token header") from exc
+        if not isinstance(header, dict):
+            raise _invalid("Malformed token header")
+
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
+            raise _invalid(f"Token algorithm {alg!r} is not accepted (RS256 or ES256 only)")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _invalid("Malformed token header: kid must be a string")
+
+        key = self._key_for(kid)
+        if key.kty != ALLOWED_ALGS[alg] or key.tokens.get("alg", alg) != alg:
+            raise _invalid(f"Token algorithm {alg} does not match its key")
+
+        try:
+            obj = self._jws.deserialize_compact(token, key)
+            claims = json.loads(obj["payload"])
+        except Exception as exc:  # any library or decode failure is the caller's bad token
+            raise _invalid("Token signature is invalid or the token is malformed") from exc
+        if not isinstance(claims, dict):
+            raise _invalid("Malformed token: claims are not a JSON object")
+        self._check_claims(claims)
+        return claims
+
+    # -- internals ----------------------------------------------------------------------
+
+    @staticmethod
+    def _bearer(authorization: str | None) -> str:
+        if not authorization or not authorization.strip():
+            raise Unauthenticated(
+                "An Authorization: Bearer token is required", headers=_challenge()
+            )
+        parts = authorization.split()
+        if len(parts) != 2 or parts[0].lower() != "bearer":
+            raise _invalid("The Authorization header must be 'Bearer <token>'")
+        return parts[1]
+
+    def _key_for(self, kid: str | None) -> Key:
+        if self._jwks is not None:
+            try:
+                return self._jwks.key_for(kid)
+            except Unauthenticated as exc:
+                raise _invalid(exc.message) from exc
+        key = self._dev_signing_key()
+        if kid is not None and kid != key.kid:
+            raise _invalid("Token signed with an unknown key (not the development key)")
+        return key
+
+    def _dev_signing_key(self) -> Key:
+        with self._dev_key_lock:
+            if self._dev_key is None:
+                self._dev_key = load_or_create_dev_key(self.settings.instance_path)
+            return self._dev_key
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        now = self._clock()
+        if claims.get("iss") != self.settings.issuer:
+            raise _invalid("Token issuer is not accepted")
+
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self.settings.audience not in audiences:
+            raise _invalid("Token audience does not include this service")
+
+        exp = claims.get("exp")
+        if exp is None:
+            raise _invalid("Token has no expiry (exp)")
+        if not _is_number(exp):
+            raise _invalid("Token expiry (exp) is not a number")
+        if now >= exp + LEEWAY_SECONDS:
+            raise _invalid("Token has expired")
+
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not _is_number(nbf):
+                raise _invalid("Token not-before (nbf) is not a number")
+            if nbf > now + LEEWAY_SECONDS:
+                raise _invalid("Token is not valid yet (nbf)")
+
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise _invalid("Token has no subject (sub)")
+
+    def _roles(self, claims: dict[str, Any]) -> frozenset[str]:
+        """realm_access.roles plus resource_access[client].roles, upper-cased, known roles only."""
+        names: list[str] = []
+        realm = claims.get("realm_access")
+        if isinstance(realm, dict):
+            names += _str_list(realm.get("roles"))
+        client_id = self.settings.oidc_client_id
+        resource_access = claims.get("resource_access")
+        if client_id and isinstance(resource_access, dict):
+            client = resource_access.get(client_id)
+            if isinstance(client, dict):
+                names += _str_list(client.get("roles"))
+        return frozenset(n.upper() for n in names) & _KNOWN_ROLES
+
+
+def _patient_id(claims: dict[str, Any]) -> str | None:
+    """FHIR id of the caller's own Patient: `patient_id` (legacy `pat_…` mapped) or `fhirUser`."""
+    legacy = claims.get("patient_id")
+    if isinstance(legacy, str) and legacy.strip():
+        candidate = legacy.strip()
+        return candidate if is_valid_fhir_id(candidate) else None
+    fhir_user = claims.get("fhirUser")
+    if isinstance(fhir_user, str):
+        match = _FHIR_USER_PATIENT.search(fhir_user.strip())
+        if match:
+            return match.group(1)
+    return None

@@ -1,0 +1,234 @@
+"""The `orders-service` console script (DESIGN §2): serve, migrate, seed-demo, token, dev.
+
+Every command reads its configuration through `Settings.from_env()`, the one place the
+environment is read, so the CLI and the server always agree on the database, the cache and
+the instance folder (which holds the development signing key).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+from flask import Flask
+from sqlalchemy.engine import make_url
+
+from app.settings import ConfigurationError, Settings
+
+DEMO_TENANT = "demo"
+DEV_TOKEN_LIFETIME_SECONDS = 8 * 3600  # a working day; the dev runner prints it once
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
+    """Run gunicorn in this process with the app factory, one app per worker.
+
+    preload is off so that every worker builds its own engine pool and cache client after
+    the fork (sockets must not be shared across processes). gunicorn's access log is off:
+    `app.observability` writes one JSON line per request instead.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    options: dict[str, Any] = {
+        "bind": _bind_address(host, port),
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "preload_app": False,
+        "timeout": 30,
+        "graceful_timeout": 30,
+        "accesslog": None,
+        "errorlog": "-",
+        "proc_name": "orders-service",
+    }
+    # Recent gunicorn opens a control socket at one fixed path per user; we do not use it, and a
+    # second server on the machine (tests, a dev run) would fight over that path.
+    optional: dict[str, Any] = {"control_socket_disable": True}
+
+    class OrdersApplication(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+            for key, value in optional.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            from app import create_app
+
+            return create_app()
+
+    OrdersApplication().run()
+
+
+def _migrate(settings: Settings) -> None:
+    from app.db import make_engine
+    from app.migrate import upgrade
+
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"migrated {_safe_url(settings.database_url)} to head", err=True)
+
+
+def _seed(settings: Settings) -> None:
+    """Seed inside an application context, so services that use `get_runtime()` work."""
+    from app import create_app
+    from app.runtime import get_runtime
+
+    # By name, so this module type-checks and imports whether or not app/demo.py exists yet.
+    demo = importlib.import_module("app.demo")
+
+    app = create_app(settings)
+    with app.app_context():
+        runtime = get_runtime()
+        try:
+            demo.seed(runtime)
+        finally:
+            runtime.close()
+    click.echo(f"seeded demo data (tenant {DEMO_TENANT!r})", err=True)
+
+
+def _mint(settings: Settings, **claims: Any) -> str:
+    if not settings.dev_mode:
+        raise click.ClickException(
+            "development tokens are available only in development mode; OIDC_ISSUER, "
+            "OIDC_AUDIENCE and OIDC_JWKS_URL are set, so get a token from that identity provider"
+        )
+    from app.auth.devkeys import mint_token
+
+    return mint_token(settings, **claims)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Clinical orders service: a FHIR R4 store with a legacy JSON face and CDS Hooks."""
+
+
+_host = click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+_port = click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+_threads = click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(1), help="Threads per worker."
+)
+
+
+@main.command()
+@_host
+@_port
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1), help="Worker processes."
+)
+@_threads
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve HTTP with gunicorn (production WSGI server, threaded workers)."""
+    _settings()  # fail here, before forking, on an impossible configuration
+    _run_gunicorn(host, port, workers, threads)
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest revision (alembic upgrade head)."""
+    _migrate(_settings())
+
+
+@main.command("seed-demo")
+def seed_demo() -> None:
+    """Load demonstration patients, encounters and orders into tenant "demo"."""
+    _seed(_settings())
+
+
+@main.command()
+@click.option("--role", "roles", multiple=True, required=True, help="Role; repeatable.")
+@click.option("--tenant", "tenants", multiple=True, required=True, help="Tenant; repeatable.")
+@click.option("--patient", "patient_id", default=None, help="patient_id claim (PATIENT role).")
+@click.option("--sub", default="dev-user", show_default=True, help="Subject claim.")
+@click.option("--scope", default=None, help='SMART scopes, e.g. "user/*.read".')
+@click.option(
+    "--entitlement",
+    "entitlements",
+    multiple=True,
+    default=("clinical.orders",),
+    show_default=True,
+    help="Module entitlement; repeatable.",
+)
+@click.option("--expires-in", default=3600, show_default=True, type=click.IntRange(1))
+def token(
+    roles: tuple[str, ...],
+    tenants: tuple[str, ...],
+    patient_id: str | None,
+    sub: str,
+    scope: str | None,
+    entitlements: tuple[str, ...],
+    expires_in: int,
+) -> None:
+    """Print a development bearer token (development mode only) and nothing else."""
+    click.echo(
+        _mint(
+            _settings(),
+            sub=sub,
+            roles=[r.upper() for r in roles],
+            tenants=list(tenants),
+            patient_id=patient_id,
+            scope=scope,
+            entitlements=list(entitlements),
+            expires_in=expires_in,
+        )
+    )
+
+
+@main.command()
+@_host
+@_port
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1),
+    help="Worker processes [default: 1 with the in-process cache, else 2].",
+)
+@_threads
+def dev(host: str, port: int, workers: int | None, threads: int) -> None:
+    """Migrate, seed the demo tenant, print a CLINICIAN token and a curl line, then serve."""
+    settings = _settings()
+    _migrate(settings)
+    _seed(settings)
+    # The in-process cache is per process; one worker keeps idempotent replays consistent.
+    workers = workers or (2 if settings.redis_url else 1)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+    base = f"http://{_bind_address(shown_host, port)}"
+    click.echo(f"database: {_safe_url(settings.database_url)}")
+    click.echo(f"cache:    {'redis' if settings.redis_url else 'in-process'}")
+    if settings.dev_mode:
+        tok = _mint(
+            settings,
+            sub="dev-clinician",
+            roles=["CLINICIAN"],
+            tenants=[DEMO_TENANT],
+            expires_in=DEV_TOKEN_LIFETIME_SECONDS,
+        )
+        click.echo("\nA CLINICIAN token for tenant demo (valid 8 h), and a first request:\n")
+        click.echo(f"export TOKEN={tok}")
+        click.echo(
+            f'curl -s -H "Authorization: Bearer $TOKEN" -H "X-Tenant-ID: {DEMO_TENANT}" '
+            f"'{base}/fhir/R4/ServiceRequest?_count=5'\n"
+        )
+    else:
+        click.echo("OIDC is configured: use a token from your identity provider.")
+    click.echo(f"serving on {base} (Ctrl-C stops)")
+    _run_gunicorn(host, port, workers, threads)

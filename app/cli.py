@@ -7,7 +7,6 @@ the instance folder (which holds the development signing key).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import click
@@ -86,11 +85,8 @@ def _migrate(settings: Settings) -> None:
 
 def _seed(settings: Settings) -> None:
     """Seed inside an application context, so services that use `get_runtime()` work."""
-    from app import create_app
+    from app import create_app, demo
     from app.runtime import get_runtime
-
-    # By name, so this module type-checks and imports whether or not app/demo.py exists yet.
-    demo = importlib.import_module("app.demo")
 
     app = create_app(settings)
     with app.app_context():

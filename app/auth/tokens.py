@@ -252,7 +252,7 @@ def _patient_id(claims: dict[str, Any]) -> str | None:
     """FHIR id of the caller's own Patient: `patient_id` (legacy `pat_…` mapped) or `fhirUser`."""
     legacy = claims.get("patient_id")
     if isinstance(legacy, str) and legacy.strip():
-        candidate = legacy.strip()
+        candidate = from_legacy(legacy.strip())
         return candidate if is_valid_fhir_id(candidate) else None
     fhir_user = claims.get("fhirUser")
     if isinstance(fhir_user, str):

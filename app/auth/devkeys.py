@@ -71,7 +71,7 @@ def load_or_create_dev_key(instance_path: Path) -> RSAKey:
             fh.flush()
             os.fsync(fh.fileno())
         try:
-            os.replace(tmp_name, path)
+            os.link(tmp_name, path)
         except FileExistsError:
             pass  # another process won the race; use its key
         except OSError:

@@ -72,6 +72,8 @@ class FhirRouter:
                 return process_bundle(self, req)
             raise MethodNotAllowed("Only batch/transaction (POST) is supported at the base")
         rtype = seg[0]
+        if rtype in ("_history", "_search"):
+            raise MethodNotAllowed(f"System-level {rtype} is not supported; search by type")
         cap = capability.load().types.get(rtype)
         if cap is None:
             raise RouteNotFound(f"Resource type {rtype!r} is not supported by this server")

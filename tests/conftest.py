@@ -52,7 +52,9 @@ def make_settings(backend: str, instance: Path) -> Settings:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+def backend_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
     backend = request.param
     instance = tmp_path_factory.mktemp(f"instance-{backend}")
     app = create_app(make_settings(backend, instance))

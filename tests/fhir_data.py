@@ -26,7 +26,9 @@ def service_request(patient_id: str, **extra: Any) -> dict[str, Any]:
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "order",
-        "category": [{"coding": [{"system": SNOMED, "code": "108252007", "display": "Laboratory procedure"}]}],
+        "category": [
+            {"coding": [{"system": SNOMED, "code": "108252007", "display": "Laboratory procedure"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": "58410-2", "display": "CBC panel"}]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": "2026-01-02T10:00:00Z",
@@ -40,7 +42,9 @@ def medication_request(patient_id: str, **extra: Any) -> dict[str, Any]:
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": {
-            "coding": [{"system": RXNORM, "code": "308191", "display": "amoxicillin 500 MG Oral Capsule"}]
+            "coding": [
+                {"system": RXNORM, "code": "308191", "display": "amoxicillin 500 MG Oral Capsule"}
+            ]
         },
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": "2026-01-02T10:00:00Z",

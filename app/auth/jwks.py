@@ -59,7 +59,7 @@ class JwksCache:
         if key is not None:
             return key
         with self._fetch_lock:
-            key = None  # another thread may have refreshed while we waited
+            key = self._lookup(kid)  # another thread may have refreshed while we waited
             if key is not None:
                 return key
             now = self._clock()

@@ -148,7 +148,7 @@ class Authenticator:
             raise _invalid("Malformed token: expected a signed JWT (three segments)")
         try:
             header = _b64url_json(parts[0])
-        except (ValueError, UnicodeError, binascii.Error) as exc:
+        except (ValueError, UnicodeError, binascii.Error, RecursionError) as exc:
             raise _invalid("Malformed token header") from exc
         if not isinstance(header, dict):
             raise _invalid("Malformed token header")

@@ -19,7 +19,7 @@ FHIR_STATUS: dict[type[AppError], int] = {VersionConflict: 412}
 def status_for(error: AppError) -> int:
     for cls in type(error).__mro__:
         if cls in FHIR_STATUS:
-            return FHIR_STATUS[cls]  # type: ignore[index]  # mro entries are AppError types here
+            return FHIR_STATUS[cls]
     return error.status
 
 

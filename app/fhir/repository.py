@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, delete, false, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, false, func, insert, or_, select
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
@@ -36,13 +36,13 @@ from app.fhir.storage import (
     TokenIndexRow,
 )
 
-R = ResourceRow.__table__
-V = ResourceVersionRow.__table__
-TOK = TokenIndexRow.__table__
-REF = ReferenceIndexRow.__table__
-DT = DateIndexRow.__table__
-STR = StringIndexRow.__table__
-CK = ConditionalKeyRow.__table__
+R = cast(Table, ResourceRow.__table__)
+V = cast(Table, ResourceVersionRow.__table__)
+TOK = cast(Table, TokenIndexRow.__table__)
+REF = cast(Table, ReferenceIndexRow.__table__)
+DT = cast(Table, DateIndexRow.__table__)
+STR = cast(Table, StringIndexRow.__table__)
+CK = cast(Table, ConditionalKeyRow.__table__)
 INDEX_TABLES = (TOK, REF, DT, STR)
 
 
@@ -479,9 +479,9 @@ class Repository:
                 REF.c.ref_type == query.resource_type,
                 REF.c.ref_id.in_(ids),
             )
-            refs.update((inc.source_type, i) for (i,) in self.session.execute(stmt).all())
+            refs.update((inc.source_type, i) for i in self.session.execute(stmt).scalars())
         seen = {(r.resource_type, r.id) for r in found}
-        return [r for r in self.fetch_many(refs - seen)]
+        return self.fetch_many(refs - seen)
 
 
 def _decode_key(column: str, key: Any) -> Any:

@@ -201,12 +201,13 @@ class ResourceService:
                 raise VersionConflict(f"{resource_type}/{rid} does not exist at any version")
             try:
                 stored = self.uow.repo.create(resource_type, rid, doc, may_exist=True)
-            except IdTaken:
+            except IdTaken as taken:
                 # Another PUT created it first and has committed: without If-Match the client
                 # asked for "this content now", so apply it as an update on top (last writer wins).
                 current = self.uow.repo.read(resource_type, rid, for_update=True)
-                if current is None:  # pragma: no cover - the winner committed before IdTaken
-                    raise VersionConflict(f"{resource_type}/{rid} was created concurrently")
+                if current is None:  # the winner is not visible to us: report, don't guess
+                    msg = f"{resource_type}/{rid} was created concurrently"
+                    raise VersionConflict(msg) from taken
             else:
                 provenance.record(
                     self.uow.repo, self.principal, stored, activity="CREATE", reason=reason

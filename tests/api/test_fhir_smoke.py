@@ -14,7 +14,9 @@ def test_create_read_search(client: FlaskClient, headers: TokenFactory) -> None:
     r = client.post("/fhir/R4/ServiceRequest", json=service_request(pid), headers=clin)
     assert r.status_code == 201, r.json
     assert r.headers["ETag"] == 'W/"1"'
-    r = client.get(f"/fhir/R4/ServiceRequest?patient={pid}&_include=ServiceRequest:patient", headers=clin)
+    r = client.get(
+        f"/fhir/R4/ServiceRequest?patient={pid}&_include=ServiceRequest:patient", headers=clin
+    )
     assert r.status_code == 200, r.json
     assert r.json["total"] == 1
     assert {e["search"]["mode"] for e in r.json["entry"]} == {"match", "include"}

@@ -29,7 +29,9 @@ def test_readyz_reports_database_and_cache(app: Flask, client: FlaskClient) -> N
 
 def test_readyz_is_degraded_not_down_when_redis_is_unreachable(app: Flask, tmp_path: Path) -> None:
     """Redis is a cache, never a dependency of correctness (DESIGN §5 Faults)."""
-    settings = replace(app.config["SETTINGS"], redis_url="redis://127.0.0.1:1/0", instance_path=tmp_path)
+    settings = replace(
+        app.config["SETTINGS"], redis_url="redis://127.0.0.1:1/0", instance_path=tmp_path
+    )
     degraded = create_app(settings)
     try:
         r = degraded.test_client().get("/readyz")

@@ -6,6 +6,7 @@ test cuts it (closing every open connection) and restores it on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -62,19 +63,15 @@ class Proxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def stop(self) -> None:
         assert self._listener is not None
         # shutdown() wakes the thread blocked in accept(); close() alone leaves it listening.
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
         with self._lock:
             for conn in self._conns:
@@ -120,8 +117,10 @@ def test_database_outage_is_503_with_retry_after_and_recovers(
 
     proxy.stop()
     started = time.monotonic()
-    for call in (lambda: client.get(url, headers=hdrs),
-                 lambda: client.post("/fhir/R4/Patient", json=patient(), headers=hdrs)):
+    for call in (
+        lambda: client.get(url, headers=hdrs),
+        lambda: client.post("/fhir/R4/Patient", json=patient(), headers=hdrs),
+    ):
         r = call()
         assert r.status_code == 503, r.json
         assert r.headers["Retry-After"]

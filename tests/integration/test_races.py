@@ -33,7 +33,9 @@ def _race(fn: Any, n: int = RACERS) -> list[Any]:
 @pytest.fixture
 def seeded(live_server: LiveServer, headers: TokenFactory) -> tuple[str, dict[str, str]]:
     admin = headers("ADMIN")
-    r = requests.post(f"{live_server.url}/fhir/R4/Patient", json=patient(), headers=admin, timeout=10)
+    r = requests.post(
+        f"{live_server.url}/fhir/R4/Patient", json=patient(), headers=admin, timeout=10
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"], headers("CLINICIAN")
 
@@ -59,7 +61,9 @@ def test_ten_writers_one_if_match_exactly_one_wins(
     assert statuses.count(412) == RACERS - 1, statuses
     for r in responses:
         if r.status_code == 412:
-            assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "OPTIMISTIC_LOCK_CONFLICT"
+            assert (
+                r.json()["issue"][0]["details"]["coding"][0]["code"] == "OPTIMISTIC_LOCK_CONFLICT"
+            )
     winner = next(r for r in responses if r.status_code == 200).json()
     current = requests.get(f"{base}/{rid}", headers=clin, timeout=10).json()
     assert current["meta"]["versionId"] == "2"
@@ -95,7 +99,9 @@ def test_ten_update_as_create_with_one_client_id_make_one_version_one(
     url = f"{live_server.url}/fhir/R4/Patient/race-patient-1"
 
     responses = _race(
-        lambda i: requests.put(url, json=patient("race-patient-1", gender="female"), headers=admin, timeout=30)
+        lambda i: requests.put(
+            url, json=patient("race-patient-1", gender="female"), headers=admin, timeout=30
+        )
     )
     statuses = sorted(r.status_code for r in responses)
     # Exactly one creation; every other PUT applies on top of it as an update (last writer wins).

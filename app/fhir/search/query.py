@@ -174,8 +174,8 @@ def _criterion(param: SearchParam, modifier: str | None, raw: str) -> Criterion:
         )
     if modifier not in STRING_MODIFIERS:
         raise _bad(f"Unsupported modifier :{modifier} on {param.name}", param.name)
-    values = tuple(v if modifier == "exact" else normalize_string(v) for v in parts)
-    return Criterion(param.name, "string", param, modifier, values)
+    strings = tuple(v if modifier == "exact" else normalize_string(v) for v in parts)
+    return Criterion(param.name, "string", param, modifier, strings)
 
 
 def _split_or(raw: str) -> list[str]:

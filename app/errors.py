@@ -135,3 +135,17 @@ class RouteNotFound(AppError):
     code = "NOT_FOUND"
     status = 404
     fhir_code = "not-found"
+
+
+class OrderTerminalState(AppError):
+    """The order is completed, cancelled or entered-in-error (DESIGN §5)."""
+
+    code = "ORDER_TERMINAL_STATE"
+    status = 409
+    fhir_code = "business-rule"
+
+
+class InvalidStateTransition(AppError):
+    code = "INVALID_STATE_TRANSITION"
+    status = 409
+    fhir_code = "business-rule"

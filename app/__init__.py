@@ -10,6 +10,7 @@ from app.settings import Settings
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory (flask tutorial pattern): every extension is built here."""
     from app import health, observability
+    from app.cds import routes as cds_routes
     from app.fhir import routes as fhir_routes
     from app.runtime import Runtime
 
@@ -22,4 +23,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["orders"] = Runtime.build(settings)
     health.init_app(app)
     fhir_routes.init_app(app)
+    cds_routes.init_app(app)
     return app

@@ -24,6 +24,9 @@ class AppError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     status: ClassVar[int] = 500
     fhir_code: ClassVar[str] = "exception"
+    #: Commit the unit of work's writes even though the request fails (e.g. alerts found by
+    #: a blocked activation are stored, so the client can fetch and act on them).
+    keeps_writes: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -148,4 +151,62 @@ class OrderTerminalState(AppError):
 class InvalidStateTransition(AppError):
     code = "INVALID_STATE_TRANSITION"
     status = 409
+    fhir_code = "business-rule"
+
+
+class PatientNotFound(AppError):
+    code = "PATIENT_NOT_FOUND"
+    status = 404
+    fhir_code = "not-found"
+
+
+class PatientDeceased(AppError):
+    code = "PATIENT_DECEASED"
+    status = 422
+    fhir_code = "business-rule"
+
+
+class EncounterNotFound(AppError):
+    code = "ENCOUNTER_NOT_FOUND"
+    status = 404
+    fhir_code = "not-found"
+
+
+class EncounterInactive(AppError):
+    code = "ENCOUNTER_INACTIVE"
+    status = 422
+    fhir_code = "business-rule"
+
+
+class OrderNotFound(AppError):
+    code = "ORDER_NOT_FOUND"
+    status = 404
+    fhir_code = "not-found"
+
+
+class CdsAlertNotFound(AppError):
+    code = "CDS_ALERT_NOT_FOUND"
+    status = 404
+    fhir_code = "not-found"
+
+
+class CdsHardStop(AppError):
+    """A hard-stop alert blocks the order. Alerts found while checking are kept (DESIGN §6)."""
+
+    code = "CDS_HARD_STOP"
+    status = 422
+    fhir_code = "business-rule"
+    keeps_writes = True
+
+
+class CdsWarningUnacknowledged(AppError):
+    code = "CDS_WARNING_UNACKNOWLEDGED"
+    status = 422
+    fhir_code = "business-rule"
+    keeps_writes = True
+
+
+class CdsHardStopNotAcknowledgeable(AppError):
+    code = "CDS_HARD_STOP"
+    status = 422
     fhir_code = "business-rule"

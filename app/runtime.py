@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.tokens import Authenticator
 from app.cache import Cache, make_cache
+from app.cds.engine import CdsEngine
+from app.cds.knowledge_base import load_knowledge
 from app.db import make_engine, make_session_factory
 from app.settings import Settings
 
@@ -21,6 +23,7 @@ class Runtime:
     session_factory: sessionmaker[Session]
     cache: Cache
     authenticator: Authenticator
+    cds: CdsEngine
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -31,6 +34,8 @@ class Runtime:
             session_factory=make_session_factory(engine),
             cache=make_cache(settings),
             authenticator=Authenticator(settings),
+            # The knowledge base is validated here: a bad file stops start-up with its path.
+            cds=CdsEngine(load_knowledge()),
         )
 
     def close(self) -> None:

@@ -151,3 +151,11 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     """The app served over real HTTP on loopback, for tests that race requests."""
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture
+def ward(client: FlaskClient, headers: TokenFactory) -> Any:
+    """A small ward for clinical stories (tests/clinical/ward.py)."""
+    from tests.clinical.ward import Ward
+
+    return Ward(client, headers)

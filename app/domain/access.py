@@ -16,6 +16,7 @@ class Action(StrEnum):
     TASK_WRITE = "task-write"
     CLINICAL_DATA_WRITE = "clinical-data-write"
     DEFINITION_WRITE = "definition-write"
+    CDS_CALL = "cds-call"
 
 
 ROLES: dict[Action, frozenset[str]] = {
@@ -26,6 +27,7 @@ ROLES: dict[Action, frozenset[str]] = {
     Action.TASK_WRITE: frozenset({"CLINICIAN", "NURSE", "ADMIN"}),
     Action.CLINICAL_DATA_WRITE: frozenset({"ADMIN"}),
     Action.DEFINITION_WRITE: frozenset({"CLINICIAN", "ADMIN"}),
+    Action.CDS_CALL: frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}),
 }
 
 #: Which action a plain create/update of each resource type is.

@@ -99,7 +99,7 @@ def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> 
         for entry in entries:
             if entry.resource is not None:
                 entry.resource = _rewrite(entry.resource, ids)
-        service.pending = {_split_ref(v) for v in ids.values()}
+        uow.pending = {_split_ref(v) for v in ids.values()}
         for entry in sorted(entries, key=lambda e: (ORDER.get(e.method, 9), e.index)):
             try:
                 results[entry.index] = _run(router, req, service, uow, entry, ids)
@@ -178,10 +178,9 @@ def _run(
     if entry.method == "POST" and len(segments) == 1:
         _allow(router, req, rtype, "create", allowed)
         rid = ids.get(entry.full_url or "", "").partition("/")[2] or None
-        if entry.if_none_exist:
-            result = service.conditional_create(rtype, entry.resource, entry.if_none_exist, rid=rid)
-        else:
-            result = WriteResult(service.create(rtype, entry.resource, rid=rid), created=True)
+        result = router.create_in(
+            uow, rtype, entry.resource, condition=entry.if_none_exist, rid=rid
+        )
         return _write_entry(req, result)
     if entry.method == "PUT" and len(segments) == 2:
         _allow(router, req, rtype, "update", allowed)
@@ -192,7 +191,7 @@ def _run(
                 raise ValidationFailed("Malformed ifMatch", issues=[Issue("bad", "ifMatch")])
             version = int(text)
         return _write_entry(
-            req, service.update(rtype, segments[1], entry.resource, if_match=version)
+            req, router.put_in(uow, rtype, segments[1], entry.resource, version, None)
         )
     if entry.method == "GET":
         sub = FhirRequest(

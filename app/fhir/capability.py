@@ -24,6 +24,7 @@ class TypeCapability:
     revincludes: frozenset[str]
     conditional_create: bool
     update_create: bool
+    operations: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Capability:
     statement: dict[str, Any]
     types: dict[str, TypeCapability]
     system_interactions: frozenset[str]
+    operation_definitions: dict[str, dict[str, Any]]
 
 
 @cache
@@ -45,8 +47,13 @@ def load() -> Capability:
             revincludes=frozenset(r.get("searchRevInclude", [])),
             conditional_create=bool(r.get("conditionalCreate")),
             update_create=bool(r.get("updateCreate")),
+            operations=frozenset(op["name"] for op in r.get("operation", [])),
         )
         for r in rest["resource"]
     }
     system = frozenset(i["code"] for i in rest.get("interaction", []))
-    return Capability(statement, types, system)
+    definitions = {}
+    for path in sorted(CAPABILITY_DIR.glob("OperationDefinition-*.json")):
+        definition = orjson.loads(path.read_bytes())
+        definitions[definition["id"]] = definition
+    return Capability(statement, types, system, definitions)

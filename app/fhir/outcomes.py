@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import AppError, Issue, VersionConflict
+from app.services.alerts import RULE_SYSTEM
 
 ERROR_CODE_SYSTEM = "urn:orders-service:error-code"
 
@@ -39,8 +40,31 @@ def _issue(error: AppError, issue: Issue | None) -> dict[str, Any]:
     return out
 
 
+ALERT_SEVERITY = {"hard-stop": "error", "warning": "warning", "info": "information"}
+
+
+def _alert_issue(alert: dict[str, Any]) -> dict[str, Any]:
+    """A CDS alert carried by an error (e.g. CDS_HARD_STOP) as its own issue."""
+    issue: dict[str, Any] = {
+        "severity": ALERT_SEVERITY.get(str(alert.get("level")), "warning"),
+        "code": "business-rule",
+        "details": {
+            "coding": [{"system": RULE_SYSTEM, "code": str(alert.get("ruleId"))}],
+            "text": str(alert.get("message")),
+        },
+        "diagnostics": str(alert.get("message")),
+    }
+    if alert.get("alertId"):
+        issue["expression"] = [f"DetectedIssue/{alert['alertId']}"]
+    return issue
+
+
 def operation_outcome(error: AppError) -> dict[str, Any]:
-    issues = [_issue(error, i) for i in error.issues] or [_issue(error, None)]
+    issues = [_issue(error, None)] + [_issue(error, i) for i in error.issues]
+    if error.issues:
+        issues = issues[1:]
+    if isinstance(error.details, list):
+        issues += [_alert_issue(a) for a in error.details if isinstance(a, dict) and "ruleId" in a]
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 

@@ -79,7 +79,10 @@ class IdTaken(Exception):
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, at the millisecond precision `meta.lastUpdated` reports, so `_lastUpdated=eq…`
+    with the value a client was given matches what is stored."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class Repository:

@@ -17,6 +17,8 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.scopes import scope_allows
+from app.cds.engine import CdsEngine
+from app.domain.lifecycle import ORDER_TYPES, Action
 from app.errors import (
     Forbidden,
     Issue,
@@ -40,6 +42,7 @@ from app.fhir.outcomes import informational
 from app.fhir.repository import SearchPage, StoredResource, utcnow
 from app.fhir.search.dates import format_instant
 from app.fhir.search.query import MAX_COUNT, SearchQuery, parse_search
+from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
 from app.services.unit_of_work import UnitOfWork
 
@@ -47,8 +50,9 @@ Handler = Callable[[FhirRequest], FhirResponse]
 
 
 class FhirRouter:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], engine: CdsEngine) -> None:
         self.session_factory = session_factory
+        self.engine = engine
 
     def uow(self, req: FhirRequest) -> AbstractContextManager[UnitOfWork]:
         """A new unit of work, or the enclosing transaction's for a Bundle's GET entry."""
@@ -72,16 +76,39 @@ class FhirRouter:
                 return process_bundle(self, req)
             raise MethodNotAllowed("Only batch/transaction (POST) is supported at the base")
         rtype = seg[0]
+        if rtype == "OperationDefinition":
+            return self.operation_definition(req)
         if rtype in ("_history", "_search"):
             raise MethodNotAllowed(f"System-level {rtype} is not supported; search by type")
         cap = capability.load().types.get(rtype)
         if cap is None:
             raise RouteNotFound(f"Resource type {rtype!r} is not supported by this server")
+        if len(seg) == 3 and seg[2].startswith("$"):
+            return self._operation(req, cap.operations)
         interaction, handler = self._route(req)
         if interaction not in cap.interactions:
             raise MethodNotAllowed(self._not_allowed(rtype, interaction))
         self._check_scope(req, rtype, interaction)
         return handler(req)
+
+    def _operation(self, req: FhirRequest, advertised: frozenset[str]) -> FhirResponse:
+        rtype, name = req.segments[0], req.segments[2][1:]
+        handlers: dict[str, Handler] = {"activate": self.activate, "acknowledge": self.acknowledge}
+        if name not in advertised or name not in handlers:
+            raise RouteNotFound(f"Operation ${name} is not supported on {rtype}")
+        if req.method != "POST":
+            raise MethodNotAllowed(f"${name} takes POST")
+        self._check_scope(req, rtype, "update")
+        return handlers[name](req)
+
+    def operation_definition(self, req: FhirRequest) -> FhirResponse:
+        """The OperationDefinitions in capability/ (readable without a token, like metadata)."""
+        if req.method != "GET" or len(req.segments) != 2:
+            raise MethodNotAllowed("OperationDefinitions are read-only; read them by id")
+        found = capability.load().operation_definitions.get(req.segments[1])
+        if found is None:
+            raise ResourceNotFound(f"OperationDefinition/{req.segments[1]} not found")
+        return FhirResponse(200, found)
 
     def _route(self, req: FhirRequest) -> tuple[str, Handler]:
         seg, method = req.segments, req.method
@@ -234,6 +261,8 @@ class FhirRouter:
             }
             for r in page.resources
         ]
+        assert req.principal is not None
+        scopes = req.principal.scopes
         entries += [
             {
                 "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
@@ -241,6 +270,8 @@ class FhirRouter:
                 "search": {"mode": "include"},
             }
             for r in page.included
+            # SMART scopes narrow includes too: a type the token may not read is left out.
+            if scope_allows(scopes, r.resource_type, "read", req.principal.patient_id is not None)
         ]
         if query.warnings:
             entries.append(
@@ -258,22 +289,99 @@ class FhirRouter:
         condition = req.header("if-none-exist")
         reason = _provenance_reason(req)
         with self.uow(req) as uow:
-            service = ResourceService(uow)
-            if condition:
-                result = service.conditional_create(rtype, body, condition, reason=reason)
-            else:
-                result = WriteResult(service.create(rtype, body, reason=reason), created=True)
+            result = self.create_in(uow, rtype, body, condition=condition, reason=reason)
         return self._written(req, result)
 
     def update(self, req: FhirRequest) -> FhirResponse:
         rtype, rid = req.segments[0], req.segments[1]
         body = parse_json(req.body)
         version = if_match(req)
+        reason = _provenance_reason(req)
         with self.uow(req) as uow:
-            result = ResourceService(uow).update(
-                rtype, rid, body, if_match=version, reason=_provenance_reason(req)
-            )
+            result = self.put_in(uow, rtype, rid, body, version, reason)
         return self._written(req, result)
+
+    def create_in(
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        body: Any,
+        *,
+        condition: str | None = None,
+        reason: str | None = None,
+        rid: str | None = None,
+    ) -> WriteResult:
+        """Create (optionally conditional); orders go through the order workflow (CDS gate).
+
+        Shared by single requests and Bundle entries, so a Bundle cannot bypass the checks.
+        """
+        service = ResourceService(uow)
+        create_fn = self._order_creator(uow, reason) if rtype in ORDER_TYPES else None
+        if condition:
+            return service.conditional_create(
+                rtype, body, condition, rid=rid, reason=reason, create_fn=create_fn
+            )
+        if create_fn is not None:
+            return WriteResult(create_fn(rtype, body, rid), created=True)
+        return WriteResult(service.create(rtype, body, rid=rid, reason=reason), created=True)
+
+    def _order_creator(
+        self, uow: UnitOfWork, reason: str | None
+    ) -> Callable[[str, Any, str | None], StoredResource]:
+        orders = OrderService(uow, self.engine)
+
+        def create(rtype: str, doc: Any, rid: str | None) -> StoredResource:
+            return orders.create(rtype, doc, rid=rid, reason=reason).order
+
+        return create
+
+    def put_in(
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        rid: str,
+        body: Any,
+        version: int | None,
+        reason: str | None,
+    ) -> WriteResult:
+        """Orders and Tasks go through the order workflow; everything else is a plain update."""
+        if rtype in ORDER_TYPES:
+            result, created = OrderService(uow, self.engine).put_order(
+                rtype, rid, body, if_match=version, reason=reason
+            )
+            return WriteResult(result.order, created=created)
+        if rtype == "Task" and uow.repo.read("Task", rid) is not None:
+            task = OrderService(uow, self.engine).update_task(
+                rid, body, if_match=version, reason=reason
+            )
+            return WriteResult(task, created=False)
+        return ResourceService(uow).update(rtype, rid, body, if_match=version, reason=reason)
+
+    # ------------------------------------------------------------------ operations
+    def activate(self, req: FhirRequest) -> FhirResponse:
+        """`POST [type]/[id]/$activate` with If-Match (OperationDefinition order-activate)."""
+        rtype, rid = req.segments[0], req.segments[1]
+        version = if_match(req)
+        with self.uow(req) as uow:
+            result = OrderService(uow, self.engine).transition(
+                rtype,
+                rid,
+                Action.ACTIVATE,
+                expected_version=version,
+                reason=_provenance_reason(req),
+            )
+        return self._resource(req, result.order, 200)
+
+    def acknowledge(self, req: FhirRequest) -> FhirResponse:
+        """`POST [type]/[id]/$acknowledge` with Parameters(alert, reason) and If-Match."""
+        rtype, rid = req.segments[0], req.segments[1]
+        alert_id, reason = _acknowledge_params(parse_json(req.body))
+        version = if_match(req)
+        with self.uow(req) as uow:
+            result = OrderService(uow, self.engine).acknowledge(
+                rtype, rid, alert_id, reason, expected_version=version
+            )
+        return self._resource(req, result.order, 200)
 
     def _written(self, req: FhirRequest, result: WriteResult) -> FhirResponse:
         return self._resource(
@@ -328,6 +436,41 @@ def _int_param(req: FhirRequest, name: str, default: int, maximum: int) -> int:
             f"{name} must be a non-negative integer", issues=[Issue("not an integer", name)]
         )
     return min(int(raw), maximum)
+
+
+def _acknowledge_params(body: Any) -> tuple[str, str]:
+    """Read `alert` (Reference or id) and `reason` from a Parameters resource."""
+    params = body.get("parameter") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or body.get("resourceType") != "Parameters"
+        or not isinstance(params, list)
+    ):
+        raise ValidationFailed(
+            "Expected a Parameters resource",
+            issues=[Issue("Expected a Parameters resource", "Parameters")],
+        )
+    values: dict[str, str] = {}
+    for p in params:
+        if not isinstance(p, dict):
+            continue
+        name = p.get("name")
+        ref = (
+            (p.get("valueReference") or {}).get("reference")
+            if isinstance(p.get("valueReference"), dict)
+            else None
+        )
+        value = ref or p.get("valueString") or p.get("valueId")
+        if isinstance(name, str) and isinstance(value, str):
+            values[name] = value
+    problems = [
+        Issue(f"{n} is required", f"Parameters.parameter[{n}]")
+        for n in ("alert", "reason")
+        if not values.get(n, "").strip()
+    ]
+    if problems:
+        raise ValidationFailed("alert and reason are required", issues=problems)
+    return values["alert"].removeprefix("DetectedIssue/"), values["reason"]
 
 
 def _provenance_reason(req: FhirRequest) -> str | None:

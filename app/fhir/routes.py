@@ -59,7 +59,7 @@ def dispatch(subpath: str) -> Response:
         fhir_req.principal = runtime.authenticator.authenticate(
             request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
         )
-    router = FhirRouter(runtime.session_factory)
+    router = FhirRouter(runtime.session_factory, runtime.cds)
     return _render(router.handle(fhir_req))
 
 

@@ -9,7 +9,7 @@ the caller's unit of work.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,18 +49,25 @@ def _references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _references(item, f"{path}[{i}]")
 
 
-def check_references(
-    uow: UnitOfWork,
-    resource_type: str,
-    body: dict[str, Any],
-    pending: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
-) -> None:
+def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) -> None:
     """Relative references to types this server stores must exist in the caller's tenant.
 
-    `pending` holds resources a transaction is about to create, which count as present.
+    Resources a transaction is about to create (`uow.pending`) count as present.
     """
+    pending = uow.pending
     stored = load_definitions()
     wanted: dict[tuple[str, str], str] = {}
+    dangling = [
+        Issue(
+            f"Reference {ref} does not resolve to any resource",
+            f"{resource_type}.{path}",
+            code="not-found",
+        )
+        for path, ref in _references(body)
+        if ref.startswith(("urn:uuid:", "urn:oid:"))
+    ]
+    if dangling:  # a transaction rewrites the ones it can resolve before we get here
+        raise ValidationFailed("Unresolvable reference(s)", issues=dangling)
     for path, ref in _references(body):
         parsed = parse_reference(ref)
         if parsed and parsed[0] in stored and "://" not in ref and parsed not in pending:
@@ -87,8 +94,6 @@ class ResourceService:
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self.principal = uow.principal
-        #: Resources a transaction will create; references to them are not yet resolvable.
-        self.pending: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ reads
     def read(self, resource_type: str, rid: str) -> StoredResource:
@@ -122,7 +127,7 @@ class ResourceService:
     def _prepare(self, resource_type: str, body: Any) -> dict[str, Any]:
         access.require(self.principal, access.write_action(resource_type))
         validated = validate_resource(resource_type, body)
-        check_references(self.uow, resource_type, validated, self.pending)
+        check_references(self.uow, resource_type, validated)
         return validated
 
     def create(
@@ -145,6 +150,7 @@ class ResourceService:
         *,
         rid: str | None = None,
         reason: str | None = None,
+        create_fn: Callable[[str, Any, str | None], StoredResource] | None = None,
     ) -> WriteResult:
         """If-None-Exist: 0 matches → create, 1 → return it (200), more → 412.
 
@@ -165,6 +171,8 @@ class ResourceService:
                 return WriteResult(match, created=False)
             # The earlier holder no longer matches (its identifier changed): take the key over.
             self.uow.repo.reassign_conditional_key(resource_type, key, rid)
+        if create_fn is not None:  # orders: the order workflow creates (and CDS-checks) it
+            return WriteResult(create_fn(resource_type, doc, rid), created=True)
         stored = self.uow.repo.create(resource_type, rid, doc)
         provenance.record(self.uow.repo, self.principal, stored, activity="CREATE", reason=reason)
         return WriteResult(stored, created=True)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import Principal
-from app.errors import ServiceUnavailable
+from app.errors import AppError, ServiceUnavailable
 from app.fhir.repository import Repository
 
 
@@ -23,6 +23,9 @@ class UnitOfWork:
         self.principal = principal
         self.session: Session | None = None
         self.repo: Repository
+        #: Resources a transaction Bundle is about to create: references to them count as
+        #: resolvable even before they are written.
+        self.pending: set[tuple[str, str]] = set()
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._factory()
@@ -41,7 +44,7 @@ class UnitOfWork:
     ) -> None:
         assert self.session is not None
         try:
-            if exc_type is None:
+            if exc_type is None or (isinstance(exc, AppError) and exc.keeps_writes):
                 try:
                     self.session.commit()
                 except (OperationalError, PoolTimeout) as err:

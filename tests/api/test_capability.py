@@ -78,7 +78,7 @@ def _samples(pid: str, eid: str, sr_id: str) -> dict[str, dict[str, Any]]:
         ),
         "NutritionOrder": {
             "resourceType": "NutritionOrder",
-            "status": "active",
+            "status": "draft",
             "intent": "order",
             "patient": pref,
             "encounter": {"reference": f"Encounter/{eid}"},

@@ -204,6 +204,7 @@ def test_non_bearer_authorization_is_401(
         b64url(b"\xff\xfe") + ".e30.sig",  # header not UTF-8 JSON
         b64json({"alg": "RS256", "kid": 7}) + ".e30.sig",  # kid not a string
         "é.é.é",
+        b64url(b"[" * 9000) + ".e30.sig",  # nesting deep enough to exhaust the recursion limit
         "x" * 20000,
     ],
 )

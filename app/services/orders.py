@@ -1,0 +1,567 @@
+"""Order use cases shared by every face: create (with the CDS gate), lifecycle transitions,
+activation (CDS re-run, Task creation), acknowledgement, and completion from the Task.
+
+Each method runs inside the caller's unit of work, checks the version atomically (the
+repository's compare-and-set), writes Provenance with the reason, and returns the new state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.cds.context import Hook, OrderContext
+from app.cds.engine import CdsEngine
+from app.domain import access
+from app.domain.ids import new_id
+from app.domain.lifecycle import (
+    ORDER_TYPES,
+    TERMINAL,
+    Action,
+    State,
+    action_for_status_change,
+    fhir_status,
+    next_state,
+    state_of,
+)
+from app.errors import (
+    CdsAlertNotFound,
+    CdsHardStop,
+    CdsHardStopNotAcknowledgeable,
+    CdsWarningUnacknowledged,
+    EncounterInactive,
+    EncounterNotFound,
+    InvalidStateTransition,
+    Issue,
+    OrderNotFound,
+    OrderTerminalState,
+    PatientDeceased,
+    PatientNotFound,
+    ResourceNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from app.fhir.models import validate_resource
+from app.fhir.repository import StoredResource, utcnow
+from app.fhir.search.dates import format_instant
+from app.fhir.search.extract import parse_reference
+from app.fhir.search.query import parse_search
+from app.services import alerts as alert_store
+from app.services import provenance
+from app.services.resources import check_references
+from app.services.unit_of_work import UnitOfWork
+
+ACTIVE_ENCOUNTER = frozenset({"in-progress", "arrived", "triaged", "onleave"})
+COUNTS_AT_CREATE = ("draft", "active", "on-hold")
+COUNTS_AT_SIGN = ("active", "on-hold")
+REFERRAL_CATEGORY = "3457005"
+REFERRAL_STATUS_SYSTEM = "urn:orders-service:referral-status"
+STATUS_REASON_EXT = "http://hl7.org/fhir/StructureDefinition/request-statusReason"
+TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+ACTION_ROLE = {
+    Action.ACTIVATE: access.Action.ORDER_WRITE,
+    Action.CANCEL: access.Action.ORDER_WRITE,
+    Action.HOLD: access.Action.HOLD_RESUME,
+    Action.RESUME: access.Action.HOLD_RESUME,
+    Action.CORRECTION: access.Action.CORRECTION,
+    Action.COMPLETE: access.Action.TASK_WRITE,
+}
+
+
+@dataclass
+class OrderResult:
+    order: StoredResource
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # DetectedIssue JSON
+    task: StoredResource | None = None
+
+
+def patient_of(order: dict[str, Any]) -> str | None:
+    ref = (order.get("subject") or order.get("patient") or {}).get("reference", "")
+    parsed = parse_reference(ref) if isinstance(ref, str) else None
+    return parsed[1] if parsed and parsed[0] == "Patient" else None
+
+
+def is_referral(order: dict[str, Any]) -> bool:
+    return any(
+        c.get("code") == REFERRAL_CATEGORY
+        for cat in order.get("category", [])
+        for c in cat.get("coding", [])
+    )
+
+
+class OrderService:
+    def __init__(self, uow: UnitOfWork, engine: CdsEngine) -> None:
+        self.uow = uow
+        self.repo = uow.repo
+        self.principal = uow.principal
+        self.engine = engine
+
+    # ------------------------------------------------------------------ create
+    def create(
+        self, resource_type: str, body: Any, *, rid: str | None = None, reason: str | None = None
+    ) -> OrderResult:
+        """Validate, check patient and encounter, run order-select CDS, then store.
+
+        A hard-stop stores nothing (422 CDS_HARD_STOP with the alerts in details); other
+        alerts are stored as DetectedIssues linked to the draft.
+        """
+        access.require(self.principal, access.Action.ORDER_WRITE)
+        order = validate_resource(resource_type, body)
+        if order.get("status") != "draft":
+            msg = "Orders are created as draft; activate them with $activate"
+            raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.status")])
+        patient_id = self._check_patient_and_encounter(resource_type, order)
+        check_references(self.uow, resource_type, order)
+        rid = rid or new_id(resource_type)
+        order = {**order, "id": rid}
+        found = self.engine.evaluate(self._context(order, patient_id, "order-select"))
+        blocking = [a for a in found if a.level == "hard-stop"]
+        if blocking:
+            raise CdsHardStop(
+                "A hard-stop alert prevents this order",
+                details=[
+                    {"ruleId": a.rule_id, "level": a.level, "message": a.message} for a in found
+                ],
+                issues=[
+                    Issue(f"{a.rule_id}: {a.message}", severity="error", code="business-rule")
+                    for a in blocking
+                ],
+            )
+        now = utcnow()
+        issues = [
+            alert_store.build(a, patient_id=patient_id, order_ref=f"{resource_type}/{rid}", now=now)
+            for a in found
+        ]
+        if issues and resource_type == "MedicationRequest":
+            order["detectedIssue"] = [{"reference": f"DetectedIssue/{i['id']}"} for i in issues]
+        stored = self.repo.create(resource_type, rid, order)
+        provenance.record(self.repo, self.principal, stored, activity="CREATE", reason=reason)
+        for issue in issues:
+            saved = self.repo.create("DetectedIssue", issue["id"], issue)
+            provenance.record(
+                self.repo,
+                self.principal,
+                saved,
+                activity="CREATE",
+                reason="order-select decision support",
+            )
+        return OrderResult(stored, issues)
+
+    def _check_patient_and_encounter(self, resource_type: str, order: dict[str, Any]) -> str:
+        patient_id = patient_of(order)
+        field_name = "patient" if resource_type == "NutritionOrder" else "subject"
+        if patient_id is None:
+            msg = f"{field_name} must reference a Patient"
+            raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.{field_name}")])
+        patient = self.repo.read("Patient", patient_id)
+        if patient is None:
+            raise PatientNotFound(f"Patient/{patient_id} not found")
+        if patient.content.get("deceasedBoolean") or patient.content.get("deceasedDateTime"):
+            raise PatientDeceased(f"Patient/{patient_id} is deceased")
+        enc_ref = (order.get("encounter") or {}).get("reference")
+        if enc_ref:
+            parsed = parse_reference(enc_ref)
+            encounter = self.repo.read("Encounter", parsed[1]) if parsed else None
+            if encounter is None:
+                raise EncounterNotFound(f"{enc_ref} not found")
+            if patient_of(encounter.content) != patient_id:
+                raise EncounterInactive(f"{enc_ref} belongs to another patient")
+            if encounter.content.get("status") not in ACTIVE_ENCOUNTER:
+                raise EncounterInactive(
+                    f"{enc_ref} is {encounter.content.get('status')}; orders need an encounter "
+                    "that is in-progress, arrived, triaged or onleave"
+                )
+        return patient_id
+
+    # ------------------------------------------------------------------ CDS context
+    def _context(self, order: dict[str, Any], patient_id: str, hook: Hook) -> OrderContext:
+        statuses = COUNTS_AT_CREATE if hook == "order-select" else COUNTS_AT_SIGN
+        allergies = self._search("AllergyIntolerance", [("patient", patient_id)])
+        others: list[dict[str, Any]] = []
+        for rtype in ORDER_TYPES:
+            found = self._search(rtype, [("patient", patient_id), ("status", ",".join(statuses))])
+            others += [
+                o
+                for o in found
+                if not (rtype == order["resourceType"] and o["id"] == order.get("id"))
+            ]
+        return OrderContext(
+            order=order,
+            patient_id=patient_id,
+            allergies=tuple(allergies),
+            other_orders=tuple(others),
+            hook=hook,
+        )
+
+    def _search(self, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        query = parse_search(rtype, [*params, ("_count", "1000")])
+        query.with_total = False
+        return [r.content for r in self.repo.search(query).resources]
+
+    # ------------------------------------------------------------------ transitions
+    def load(self, resource_type: str, rid: str) -> StoredResource:
+        if resource_type not in ORDER_TYPES:
+            raise OrderNotFound(f"{resource_type} is not an order type")
+        found = self.repo.read(resource_type, rid, for_update=True)
+        if found is None:
+            raise OrderNotFound(f"{resource_type}/{rid} not found")
+        return found
+
+    def transition(
+        self,
+        resource_type: str,
+        rid: str,
+        action: Action,
+        *,
+        expected_version: int | None,
+        reason: str | None = None,
+        content: dict[str, Any] | None = None,
+    ) -> OrderResult:
+        """Apply a lifecycle action. Terminal state wins over a stale version (DESIGN §5)."""
+        access.require(self.principal, ACTION_ROLE[action])
+        current = self.load(resource_type, rid)
+        state = state_of(current.content["status"])
+        target = next_state(state, action)
+        if expected_version is not None and expected_version != current.version_id:
+            raise VersionConflict(
+                f"{resource_type}/{rid} is at version {current.version_id}, not {expected_version}"
+            )
+        if action is Action.ACTIVATE:
+            return self._activate(current, reason=reason)
+        doc = dict(content if content is not None else current.content)
+        doc["status"] = fhir_status(resource_type, target, previous=state)
+        if reason:
+            doc = _with_status_reason(resource_type, doc, reason)
+        stored = self.repo.update(resource_type, rid, doc, current.version_id)
+        provenance.record(
+            self.repo, self.principal, stored, activity="UPDATE", reason=reason or action.value
+        )
+        if target in (State.CANCELLED, State.ENTERED_IN_ERROR):
+            self._close_tasks(
+                stored, "cancelled" if target is State.CANCELLED else "entered-in-error", reason
+            )
+        return OrderResult(stored)
+
+    def _activate(self, current: StoredResource, *, reason: str | None) -> OrderResult:
+        """order-sign: re-run CDS on current server state, reconcile alerts, gate, activate."""
+        order = current.content
+        patient_id = self._check_patient_and_encounter(current.resource_type, order)
+        found = self.engine.evaluate(self._context(order, patient_id, "order-sign"))
+        now = utcnow()
+        issues = self._reconcile(current, patient_id, found, now)
+        current = self.repo.read(current.resource_type, current.id) or current
+        views = [alert_store.view(i) for i in issues]
+        open_views = [v for v in views if not v.resolved]
+        details = [_alert_detail(v) for v in open_views]
+        if any(v.level == "hard-stop" for v in open_views):
+            raise CdsHardStop("A hard-stop alert blocks activation", details=details)
+        if any(v.level == "warning" and not v.acknowledged for v in open_views):
+            raise CdsWarningUnacknowledged(
+                "Acknowledge every warning (with a reason) before activation", details=details
+            )
+        doc = {**current.content, "status": "active"}
+        stored = self.repo.update(current.resource_type, current.id, doc, current.version_id)
+        provenance.record(
+            self.repo, self.principal, stored, activity="UPDATE", reason=reason or "activate"
+        )
+        task = self._create_task(stored, patient_id, now)
+        return OrderResult(stored, issues, task)
+
+    def _reconcile(
+        self, current: StoredResource, patient_id: str, found: list[Any], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Store new alerts, resolve those whose cause is gone; return the order's alerts."""
+        order_ref = current.reference
+        existing = self._alerts_of(current)
+        by_cause = {alert_store.view(i).cause: i for i in existing}
+        live_causes = {a.cause for a in found}
+        result: list[dict[str, Any]] = []
+        for issue in existing:
+            v = alert_store.view(issue)
+            if not v.resolved and v.cause not in live_causes:
+                issue = self._write_issue(
+                    alert_store.resolved(issue, now), "cause no longer present"
+                )
+            result.append(issue)
+        new = [
+            alert_store.build(a, patient_id=patient_id, order_ref=order_ref, now=now)
+            for a in found
+            if a.cause not in by_cause or alert_store.view(by_cause[a.cause]).resolved
+        ]
+        for issue in new:
+            saved = self.repo.create("DetectedIssue", issue["id"], issue)
+            provenance.record(
+                self.repo,
+                self.principal,
+                saved,
+                activity="CREATE",
+                reason="order-sign decision support",
+            )
+            result.append(issue)
+        if new and current.resource_type == "MedicationRequest":
+            links = [
+                *current.content.get("detectedIssue", []),
+                *({"reference": f"DetectedIssue/{i['id']}"} for i in new),
+            ]
+            stored = self.repo.update(
+                current.resource_type,
+                current.id,
+                {**current.content, "detectedIssue": links},
+                current.version_id,
+            )
+            provenance.record(
+                self.repo,
+                self.principal,
+                stored,
+                activity="UPDATE",
+                reason="order-sign decision support found new alerts",
+            )
+        return result
+
+    def _write_issue(self, issue: dict[str, Any], reason: str) -> dict[str, Any]:
+        stored = self.repo.read("DetectedIssue", issue["id"])
+        assert stored is not None
+        saved = self.repo.update("DetectedIssue", issue["id"], issue, stored.version_id)
+        provenance.record(self.repo, self.principal, saved, activity="UPDATE", reason=reason)
+        return saved.content
+
+    def _alerts_of(self, order: StoredResource) -> list[dict[str, Any]]:
+        query = parse_search("DetectedIssue", [("implicated", order.reference), ("_count", "1000")])
+        query.with_total = False
+        return [
+            r.content
+            for r in self.repo.search(query).resources
+            if (r.content.get("implicated") or [{}])[0].get("reference") == order.reference
+        ]
+
+    def alerts(self, resource_type: str, rid: str) -> list[dict[str, Any]]:
+        return self._alerts_of(self.load(resource_type, rid))
+
+    # ------------------------------------------------------------------ acknowledge
+    def acknowledge(
+        self,
+        resource_type: str,
+        rid: str,
+        alert_id: str,
+        reason: str,
+        *,
+        expected_version: int | None,
+    ) -> OrderResult:
+        """Acknowledging is a mutation of the order: it needs the current version and bumps it."""
+        access.require(self.principal, access.Action.ORDER_WRITE)
+        if not reason or not reason.strip():
+            raise ValidationFailed("A reason is required", issues=[Issue("required", "reason")])
+        current = self.load(resource_type, rid)
+        if state_of(current.content["status"]) in TERMINAL:
+            raise OrderTerminalState(f"{current.reference} is {current.content['status']}")
+        if expected_version is not None and expected_version != current.version_id:
+            raise VersionConflict(
+                f"{resource_type}/{rid} is at version {current.version_id}, not {expected_version}"
+            )
+        issue = next((i for i in self._alerts_of(current) if i["id"] == alert_id), None)
+        if issue is None:
+            raise CdsAlertNotFound(f"Alert {alert_id} not found on {current.reference}")
+        view = alert_store.view(issue)
+        if view.level == "hard-stop":
+            raise CdsHardStopNotAcknowledgeable("A hard-stop alert cannot be acknowledged")
+        if view.acknowledged:  # the same acknowledgement again changes nothing (idempotent)
+            return OrderResult(current, [issue])
+        now = utcnow()
+        issue = self._write_issue(
+            alert_store.acknowledged(issue, self.principal, reason, now), f"acknowledged: {reason}"
+        )
+        stored = self.repo.update(resource_type, rid, current.content, current.version_id)
+        provenance.record(
+            self.repo,
+            self.principal,
+            stored,
+            activity="UPDATE",
+            reason=f"alert {alert_id} acknowledged: {reason}",
+        )
+        return OrderResult(stored, [issue])
+
+    # ------------------------------------------------------------------ fulfilment
+    def _create_task(self, order: StoredResource, patient_id: str, now: datetime) -> StoredResource:
+        content = order.content
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
+            "focus": {"reference": order.reference},
+            "basedOn": [{"reference": order.reference}],
+            "for": {"reference": f"Patient/{patient_id}"},
+            "authoredOn": format_instant(now),
+        }
+        if content.get("encounter"):
+            task["encounter"] = content["encounter"]
+        owner = (
+            (content.get("performer") or [None])[0]
+            if isinstance(content.get("performer"), list)
+            else content.get("performer")
+        )
+        if owner:
+            task["owner"] = owner
+        if order.resource_type == "ServiceRequest" and is_referral(content):
+            task["businessStatus"] = _business_status("pending_scheduling")
+        rid = new_id("Task")
+        stored = self.repo.create("Task", rid, task)
+        provenance.record(
+            self.repo, self.principal, stored, activity="CREATE", reason="order activated"
+        )
+        return stored
+
+    def _close_tasks(self, order: StoredResource, status: str, reason: str | None) -> None:
+        for task in self._tasks_of(order):
+            if task.content.get("status") in (
+                "completed",
+                "cancelled",
+                "entered-in-error",
+                "failed",
+                "rejected",
+            ):
+                continue
+            doc = {**task.content, "status": status}
+            saved = self.repo.update("Task", task.id, doc, task.version_id)
+            provenance.record(
+                self.repo,
+                self.principal,
+                saved,
+                activity="UPDATE",
+                reason=reason or f"order {status}",
+            )
+
+    def _tasks_of(self, order: StoredResource) -> list[StoredResource]:
+        query = parse_search("Task", [("focus", order.reference), ("_count", "100")])
+        query.with_total = False
+        return self.repo.search(query).resources
+
+    def put_order(
+        self, resource_type: str, rid: str, body: Any, *, if_match: int | None, reason: str | None
+    ) -> tuple[OrderResult, bool]:
+        """FHIR `PUT` of an order goes through the same state machine as the operations.
+
+        A new id is an order create (draft, CDS-checked). A status change is the lifecycle
+        action it amounts to (hold, resume, cancel/revoke, entered-in-error); activation must
+        use `$activate`, which runs the signing checks. Other edits are allowed only on drafts.
+        """
+        access.require(self.principal, access.Action.ORDER_WRITE)
+        doc = validate_resource(resource_type, body)
+        current = self.repo.read(resource_type, rid, for_update=True)
+        if current is None:
+            if if_match is not None:
+                raise VersionConflict(f"{resource_type}/{rid} does not exist at any version")
+            return self.create(resource_type, doc, rid=rid, reason=reason), True
+        state = state_of(current.content["status"])
+        new_status = doc.get("status")
+        if new_status != current.content["status"]:
+            action = action_for_status_change(state, str(new_status))
+            if action is Action.ACTIVATE:
+                msg = "Activate an order with POST [type]/[id]/$activate (it runs the checks)"
+                raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.status")])
+            text = _reason_text(doc) or reason
+            content = {k: v for k, v in current.content.items() if k != "meta"}
+            result = self.transition(
+                resource_type,
+                rid,
+                action,
+                expected_version=if_match,
+                reason=text,
+                content=content,
+            )
+            return result, False
+        if state in TERMINAL:
+            raise OrderTerminalState(f"{current.reference} is {state.value}; it cannot change")
+        if state is not State.DRAFT:
+            raise InvalidStateTransition(
+                f"{current.reference} is {state.value}; only drafts can be edited "
+                "(cancel and re-order instead)"
+            )
+        self._check_patient_and_encounter(resource_type, doc)
+        check_references(self.uow, resource_type, doc)
+        expected = if_match if if_match is not None else current.version_id
+        if "detectedIssue" in current.content:
+            doc = {**doc, "detectedIssue": current.content["detectedIssue"]}
+        stored = self.repo.update(resource_type, rid, doc, expected)
+        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        return OrderResult(stored), False
+
+    def update_task(
+        self, task_id: str, body: Any, *, if_match: int | None, reason: str | None
+    ) -> StoredResource:
+        """A performer updates the Task. Completion completes the order (same transaction);
+        a referral Task with an Appointment in its output becomes `scheduled`."""
+        access.require(self.principal, access.Action.TASK_WRITE)
+        doc = dict(validate_resource("Task", body))
+        check_references(self.uow, "Task", doc)
+        current = self.repo.read("Task", task_id, for_update=True)
+        if current is None:
+            raise ResourceNotFound(f"Task/{task_id} not found; Tasks are created on activation")
+        focus = parse_reference((doc.get("focus") or {}).get("reference", ""))
+        order = self.repo.read(focus[0], focus[1]) if focus and focus[0] in ORDER_TYPES else None
+        if order and order.resource_type == "ServiceRequest" and is_referral(order.content):
+            has_appointment = any(
+                (o.get("valueReference") or {}).get("reference", "").startswith("Appointment/")
+                for o in doc.get("output", [])
+            )
+            if has_appointment:
+                doc["businessStatus"] = _business_status("scheduled")
+        expected = if_match if if_match is not None else current.version_id
+        stored = self.repo.update("Task", task_id, doc, expected)
+        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        was_done = current.content.get("status") == "completed"
+        if order and doc.get("status") == "completed" and not was_done:
+            self._complete_order(order)
+        return stored
+
+    def _complete_order(self, order: StoredResource) -> None:
+        state = state_of(order.content["status"])
+        next_state(state, Action.COMPLETE)
+        doc = {**order.content, "status": "completed"}
+        stored = self.repo.update(order.resource_type, order.id, doc, order.version_id)
+        provenance.record(
+            self.repo, self.principal, stored, activity="UPDATE", reason="fulfilment task completed"
+        )
+
+
+def _reason_text(doc: dict[str, Any]) -> str | None:
+    """The reason a client put on a status change: `statusReason` or the R4 extension."""
+    concept = doc.get("statusReason") or next(
+        (
+            e.get("valueCodeableConcept")
+            for e in doc.get("extension", [])
+            if e.get("url") == STATUS_REASON_EXT
+        ),
+        None,
+    )
+    if not isinstance(concept, dict):
+        return None
+    return concept.get("text") or next(
+        (c.get("display") or c.get("code") for c in concept.get("coding", [])), None
+    )
+
+
+def _business_status(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": REFERRAL_STATUS_SYSTEM, "code": code}], "text": code}
+
+
+def _with_status_reason(resource_type: str, doc: dict[str, Any], reason: str) -> dict[str, Any]:
+    """MedicationRequest has `statusReason`; ServiceRequest/NutritionOrder use the R4
+    request-statusReason extension."""
+    concept = {"text": reason}
+    if resource_type == "MedicationRequest":
+        return {**doc, "statusReason": concept}
+    ext = [e for e in doc.get("extension", []) if e.get("url") != STATUS_REASON_EXT]
+    ext.append({"url": STATUS_REASON_EXT, "valueCodeableConcept": concept})
+    return {**doc, "extension": ext}
+
+
+def _alert_detail(v: alert_store.AlertView) -> dict[str, Any]:
+    return {
+        "alertId": v.id,
+        "ruleId": v.rule_id,
+        "level": v.level,
+        "message": v.message,
+        "acknowledged": v.acknowledged,
+    }

@@ -42,21 +42,48 @@ _STRINGS = (str, dt.date, dt.datetime, dt.time)
 #: rejecting valid codes.
 FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
     ("Task", "status"): frozenset(
-        "draft requested received accepted rejected ready cancelled in-progress on-hold "
-        "failed completed entered-in-error".split()
+        [
+            "draft",
+            "requested",
+            "received",
+            "accepted",
+            "rejected",
+            "ready",
+            "cancelled",
+            "in-progress",
+            "on-hold",
+            "failed",
+            "completed",
+            "entered-in-error",
+        ]
     ),
     ("DetectedIssue", "status"): frozenset(
-        "registered preliminary final amended corrected cancelled entered-in-error unknown".split()
+        [
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ]
     ),
     ("Encounter", "status"): frozenset(
-        "planned arrived triaged in-progress onleave finished cancelled entered-in-error "
-        "unknown".split()
-    ),
-    ("EncounterStatusHistory", "status"): frozenset(
-        "planned arrived triaged in-progress onleave finished cancelled entered-in-error "
-        "unknown".split()
+        [
+            "planned",
+            "arrived",
+            "triaged",
+            "in-progress",
+            "onleave",
+            "finished",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ]
     ),
 }
+FULL_VALUE_SETS[("EncounterStatusHistory", "status")] = FULL_VALUE_SETS[("Encounter", "status")]
 
 
 @dataclass(frozen=True)

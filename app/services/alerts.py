@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from app.auth import Principal
-from app.cds.alerts import Alert
+from app.cds.alerts import Alert, category_coding, severity
 from app.domain.ids import new_id
 from app.fhir.search.dates import format_instant
 
@@ -22,7 +22,6 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 EXT_LEVEL = "urn:orders-service:cds-level"
 EXT_CAUSE = "urn:orders-service:cds-cause"
 EXT_RESOLVED = "urn:orders-service:cds-resolved"
-SEVERITY = {"hard-stop": "high", "warning": "moderate", "info": "low"}
 OPEN, ACKNOWLEDGED, RESOLVED = "preliminary", "final", "cancelled"
 
 
@@ -50,9 +49,7 @@ def _ext(resource: dict[str, Any], url: str) -> Any:
 
 
 def build(alert: Alert, *, patient_id: str, order_ref: str, now: datetime) -> dict[str, Any]:
-    codings = [{"system": RULE_SYSTEM, "code": alert.rule_id}]
-    if alert.code.isupper() and "-" not in alert.code:
-        codings.insert(0, {"system": ACT_CODE, "code": alert.code})
+    codings = [category_coding(alert.code), {"system": RULE_SYSTEM, "code": alert.rule_id}]
     implicated = [order_ref, *(r for r in alert.implicated if r != order_ref)]
     return {
         "resourceType": "DetectedIssue",
@@ -63,7 +60,7 @@ def build(alert: Alert, *, patient_id: str, order_ref: str, now: datetime) -> di
         ],
         "status": OPEN,
         "code": {"coding": codings, "text": alert.rule_id},
-        "severity": SEVERITY[alert.level],
+        "severity": severity(alert.level),
         "patient": {"reference": f"Patient/{patient_id}"},
         "identifiedDateTime": format_instant(now),
         "implicated": [{"reference": r} for r in implicated],

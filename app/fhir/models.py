@@ -40,9 +40,22 @@ _STRINGS = (str, dt.date, dt.datetime, dt.time)
 #: fhir.resources abbreviates some required value sets with "+" ("and more"). The full R4
 #: lists for the ones we act on; any other abbreviated list is not enforced rather than
 #: rejecting valid codes.
+_ENCOUNTER_STATUS = frozenset(
+    {
+        "planned",
+        "arrived",
+        "triaged",
+        "in-progress",
+        "onleave",
+        "finished",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
 FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
     ("Task", "status"): frozenset(
-        [
+        {
             "draft",
             "requested",
             "received",
@@ -55,10 +68,10 @@ FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
             "failed",
             "completed",
             "entered-in-error",
-        ]
+        }
     ),
     ("DetectedIssue", "status"): frozenset(
-        [
+        {
             "registered",
             "preliminary",
             "final",
@@ -67,23 +80,11 @@ FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
             "cancelled",
             "entered-in-error",
             "unknown",
-        ]
+        }
     ),
-    ("Encounter", "status"): frozenset(
-        [
-            "planned",
-            "arrived",
-            "triaged",
-            "in-progress",
-            "onleave",
-            "finished",
-            "cancelled",
-            "entered-in-error",
-            "unknown",
-        ]
-    ),
+    ("Encounter", "status"): _ENCOUNTER_STATUS,
+    ("EncounterStatusHistory", "status"): _ENCOUNTER_STATUS,
 }
-FULL_VALUE_SETS[("EncounterStatusHistory", "status")] = FULL_VALUE_SETS[("Encounter", "status")]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import Engine
@@ -35,12 +36,18 @@ class Runtime:
             cache=make_cache(settings),
             authenticator=Authenticator(settings),
             # The knowledge base is validated here: a bad file stops start-up with its path.
-            cds=CdsEngine(load_knowledge()),
+            cds=CdsEngine(load_knowledge(_knowledge_dir(settings))),
         )
 
     def close(self) -> None:
         self.engine.dispose()
         self.cache.close()
+
+
+def _knowledge_dir(settings: Settings) -> Path | None:
+    """Tests may point at another knowledge directory; production uses the shipped one."""
+    value = settings.extra.get("knowledge_dir")
+    return Path(str(value)) if value else None
 
 
 def get_runtime() -> Runtime:

@@ -55,7 +55,8 @@ def dispatch(subpath: str) -> Response:
         body=request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else b"",
         base_url=_base_url(),
     )
-    if segments != ["metadata"]:
+    # Conformance resources (the CapabilityStatement, OperationDefinitions) need no token.
+    if segments != ["metadata"] and segments[:1] != ["OperationDefinition"]:
         fhir_req.principal = runtime.authenticator.authenticate(
             request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
         )

@@ -291,3 +291,58 @@ def test_unadvertised_features_are_refused(
     r = client.get(path, headers={**headers("CLINICIAN"), "Prefer": "handling=strict"})
     assert r.status_code == status, r.json
     assert r.json["resourceType"] == "OperationOutcome"
+
+
+def test_every_advertised_operation_answers_and_its_definition_is_readable(
+    client: FlaskClient, headers: TokenFactory
+) -> None:
+    cap = capability.load()
+    doc = headers("CLINICIAN")
+    pid = client.post("/fhir/R4/Patient", json=patient(), headers=headers("ADMIN")).json["id"]
+    advertised = {
+        op["definition"]
+        for r in cap.statement["rest"][0]["resource"]
+        for op in r.get("operation", [])
+    }
+    assert advertised, "the CapabilityStatement advertises the workflow operations"
+    for url in advertised:
+        op_id = url.rsplit("/", 1)[1]
+        r = client.get(f"/fhir/R4/OperationDefinition/{op_id}")
+        assert r.status_code == 200, r.json
+        assert r.json["url"] == url
+    for rtype, tcap in cap.types.items():
+        for name in tcap.operations:
+            body = {
+                "ServiceRequest": service_request(pid, code={"coding": [{"code": f"op-{name}"}]}),
+                "MedicationRequest": medication_request(pid),
+                "NutritionOrder": {
+                    "resourceType": "NutritionOrder",
+                    "status": "draft",
+                    "intent": "order",
+                    "patient": {"reference": f"Patient/{pid}"},
+                    "dateTime": "2026-01-01T10:00:00Z",
+                },
+            }[rtype]
+            order = client.post(f"/fhir/R4/{rtype}", json=body, headers=doc).json
+            params = {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "alert", "valueString": "cds-unknown"},
+                    {"name": "reason", "valueString": "walk"},
+                ],
+            }
+            r = client.post(
+                f"/fhir/R4/{rtype}/{order['id']}/${name}",
+                json=params,
+                headers={**doc, "If-Match": 'W/"1"'},
+            )
+            codes = [
+                c["code"]
+                for i in r.json.get("issue", [])
+                for c in i.get("details", {}).get("coding", [])
+            ]
+            assert r.status_code in (200, 404, 422), (rtype, name, r.json)
+            assert "NOT_FOUND" not in codes, (rtype, name, "the operation must be routed")
+        for name in {"hold", "cancel", "apply", "everything"} - tcap.operations:
+            r = client.post(f"/fhir/R4/{rtype}/x/${name}", json={}, headers=doc)
+            assert r.status_code == 404, (rtype, name)

@@ -1,0 +1,69 @@
+"""Which FHIR resource and category store each order type (DESIGN §1).
+
+ServiceRequest.category is an example binding in R4; the SNOMED CT codes are those of the
+R4 servicerequest-category value set plus 3457005 "Patient referral" (used by other IGs).
+Nursing and activity orders have no standard category, so they get local codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SNOMED = "http://snomed.info/sct"
+LOCAL = "urn:orders-service:order-category"
+
+
+@dataclass(frozen=True)
+class OrderType:
+    name: str
+    resource_type: str
+    category_system: str | None = None
+    category_code: str | None = None
+    category_display: str | None = None
+
+    def category(self) -> list[dict[str, object]]:
+        if self.category_code is None:
+            return []
+        coding = {
+            "system": self.category_system,
+            "code": self.category_code,
+            "display": self.category_display,
+        }
+        return [{"coding": [coding], "text": self.name}]
+
+
+ORDER_TYPES: dict[str, OrderType] = {
+    t.name: t
+    for t in (
+        OrderType("medication", "MedicationRequest"),
+        OrderType("diet", "NutritionOrder"),
+        OrderType("laboratory", "ServiceRequest", SNOMED, "108252007", "Laboratory procedure"),
+        OrderType("radiology", "ServiceRequest", SNOMED, "363679005", "Imaging"),
+        OrderType("procedure", "ServiceRequest", SNOMED, "387713003", "Surgical procedure"),
+        OrderType("referral", "ServiceRequest", SNOMED, "3457005", "Patient referral"),
+        OrderType("nursing", "ServiceRequest", LOCAL, "nursing", "Nursing order"),
+        OrderType("activity", "ServiceRequest", LOCAL, "activity", "Activity order"),
+    )
+}
+ORDER_TYPES["lab"] = ORDER_TYPES["laboratory"]
+
+
+def order_type_of(resource: dict[str, object]) -> OrderType | None:
+    """The order type a stored resource represents (reverse of ORDER_TYPES)."""
+    rtype = resource.get("resourceType")
+    if rtype == "MedicationRequest":
+        return ORDER_TYPES["medication"]
+    if rtype == "NutritionOrder":
+        return ORDER_TYPES["diet"]
+    categories = resource.get("category")
+    codes = {
+        (c.get("system"), c.get("code"))
+        for cat in (categories if isinstance(categories, list) else [])
+        if isinstance(cat, dict)
+        for c in cat.get("coding", [])
+        if isinstance(c, dict)
+    }
+    for t in ORDER_TYPES.values():
+        if t.resource_type == "ServiceRequest" and (t.category_system, t.category_code) in codes:
+            return t
+    return None

@@ -19,6 +19,7 @@ from app.fhir.http import FhirRequest, FhirResponse, parse_json
 from app.fhir.outcomes import operation_outcome, status_for
 from app.fhir.search.dates import format_instant
 from app.services.resources import ResourceService, WriteResult
+from app.services.resources import references as _refs
 from app.services.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> 
             if entry.resource is not None:
                 entry.resource = _rewrite(entry.resource, ids)
         uow.pending = {_split_ref(v) for v in ids.values()}
-        for entry in sorted(entries, key=lambda e: (ORDER.get(e.method, 9), e.index)):
+        for entry in _processing_order(entries, ids):
             try:
                 results[entry.index] = _run(router, req, service, uow, entry, ids)
             except AppError as err:
@@ -143,6 +144,35 @@ def _assign_ids(entries: list[Entry], service: ResourceService) -> dict[str, str
                 match = service.find_match(rtype, entry.if_none_exist)
             ids[entry.full_url] = match.reference if match else f"{rtype}/{new_id(rtype)}"
     return ids
+
+
+def _processing_order(entries: list[Entry], ids: dict[str, str]) -> list[Entry]:
+    """DELETE, POST, PUT, GET (the spec's order); POSTs so that a resource is created after
+    the ones it references in the same Bundle, whatever their order in the Bundle (the
+    order checks read the patient and encounter from the store)."""
+    by_ref = {
+        ids[e.full_url]: e
+        for e in entries
+        if e.method == "POST" and e.full_url and e.full_url in ids
+    }
+    done: set[int] = set()
+    posts: list[Entry] = []
+
+    def visit(entry: Entry, path: frozenset[int]) -> None:
+        if entry.index in done or entry.index in path:
+            return  # a reference cycle keeps the Bundle's order
+        for _p, ref in _refs(entry.resource):
+            target = by_ref.get(ref)
+            if target is not None and target is not entry:
+                visit(target, path | {entry.index})
+        done.add(entry.index)
+        posts.append(entry)
+
+    for entry in entries:
+        if entry.method == "POST":
+            visit(entry, frozenset())
+    rank = {e.index: i for i, e in enumerate(posts)}
+    return sorted(entries, key=lambda e: (ORDER.get(e.method, 9), rank.get(e.index, e.index)))
 
 
 def _split_ref(reference: str) -> tuple[str, str]:

@@ -37,16 +37,17 @@ class WriteResult:
     created: bool
 
 
-def _references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+def references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every (path, reference string) in a resource."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
                 yield path, value
             else:
-                yield from _references(value, f"{path}.{key}" if path else key)
+                yield from references(value, f"{path}.{key}" if path else key)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            yield from _references(item, f"{path}[{i}]")
+            yield from references(item, f"{path}[{i}]")
 
 
 def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) -> None:
@@ -63,12 +64,12 @@ def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) 
             f"{resource_type}.{path}",
             code="not-found",
         )
-        for path, ref in _references(body)
+        for path, ref in references(body)
         if ref.startswith(("urn:uuid:", "urn:oid:"))
     ]
     if dangling:  # a transaction rewrites the ones it can resolve before we get here
         raise ValidationFailed("Unresolvable reference(s)", issues=dangling)
-    for path, ref in _references(body):
+    for path, ref in references(body):
         parsed = parse_reference(ref)
         if parsed and parsed[0] in stored and "://" not in ref and parsed not in pending:
             wanted.setdefault(parsed, f"{resource_type}.{path}")

@@ -9,9 +9,10 @@ from app.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory (flask tutorial pattern): every extension is built here."""
-    from app import health, observability
+    from app import health, http_errors, observability
     from app.cds import routes as cds_routes
     from app.fhir import routes as fhir_routes
+    from app.legacy_api import routes as legacy_routes
     from app.runtime import Runtime
 
     settings = settings or Settings.from_env()
@@ -24,4 +25,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     health.init_app(app)
     fhir_routes.init_app(app)
     cds_routes.init_app(app)
+    legacy_routes.init_app(app)
+    http_errors.init_app(app)
     return app

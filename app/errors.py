@@ -210,3 +210,24 @@ class CdsHardStopNotAcknowledgeable(AppError):
     code = "CDS_HARD_STOP"
     status = 422
     fhir_code = "business-rule"
+
+
+class DuplicateMutation(AppError):
+    """The clientMutationId was used with another payload, or its twin is still running."""
+
+    code = "DUPLICATE_MUTATION"
+    status = 409
+    fhir_code = "duplicate"
+
+
+class OrderSetNotFound(ResourceNotFound):
+    """The order set (PlanDefinition) does not exist in the caller's tenant."""
+
+    code = "ORDER_SET_NOT_FOUND"
+
+
+class OrderSetHardStop(CdsHardStop):
+    """A template of an order set hit a hard-stop: the whole instantiation is refused and,
+    unlike a blocked activation, nothing found on the way is kept (all-or-nothing)."""
+
+    keeps_writes = False

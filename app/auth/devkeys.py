@@ -9,6 +9,7 @@ atomically, and every process then reads the file that won.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -51,6 +52,13 @@ def _new_key_document() -> dict[str, Any]:
     return doc
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_key(path: str, _mtime_ns: int) -> RSAKey:
+    """Parsing the key costs tens of ms; minting many tokens (tests, the CLI) reuses it. The
+    file's mtime is part of the key, so a replaced key file is read again."""
+    return _read_key(Path(path))
+
+
 def load_or_create_dev_key(instance_path: Path) -> RSAKey:
     """Return the development RSA private key, creating it (mode 0600) on first use.
 
@@ -61,7 +69,7 @@ def load_or_create_dev_key(instance_path: Path) -> RSAKey:
     """
     path = _key_path(instance_path)
     if path.exists():
-        return _read_key(path)
+        return _cached_key(str(path), path.stat().st_mtime_ns)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".dev-signing-key.", suffix=".tmp", dir=path.parent)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 SNOMED = "http://snomed.info/sct"
 LOCAL = "urn:orders-service:order-category"
+#: On an ActivityDefinition: the ServiceRequest category of the orders it produces.
+ACTIVITY_CATEGORY_EXTENSION = "urn:orders-service:activitydefinition-category"
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,18 @@ class Repository:
             found.update((rtype, r.id) for r in rows)
         return found
 
+    def read_any(self, resource_types: Iterable[str], rid: str) -> StoredResource | None:
+        """The resource with this id among several types (legacy order ids carry no type)."""
+        where = [
+            R.c.tenant_id == self.tenant_id,
+            R.c.res_type.in_(list(resource_types)),
+            R.c.id == rid,
+        ]
+        if self.patient_scope is not None:
+            where.append(R.c.patient_id == self.patient_scope)
+        row = self.session.execute(select(R).where(*where)).first()
+        return self._row(row) if row else None
+
     def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
         by_type: dict[str, set[str]] = defaultdict(set)
         for rtype, rid in refs:
@@ -311,7 +323,18 @@ class Repository:
             )
         ).scalar()
 
-    def claim_conditional_key(self, resource_type: str, key: str, rid: str) -> bool:
+    def key_owner(self, resource_type: str, key: str) -> tuple[str, str | None] | None:
+        """(resource id, payload hash) holding a key, if any."""
+        row = self.session.execute(
+            select(CK.c.res_id, CK.c.payload_hash).where(
+                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
+            )
+        ).first()
+        return (row.res_id, row.payload_hash) if row else None
+
+    def claim_conditional_key(
+        self, resource_type: str, key: str, rid: str, payload_hash: str | None = None
+    ) -> bool:
         """Insert the key row; False if another transaction holds it (it then wins).
 
         On PostgreSQL a concurrent insert of the same key blocks until the first commits,
@@ -327,6 +350,7 @@ class Repository:
                             "res_type": resource_type,
                             "key": key,
                             "res_id": rid,
+                            "payload_hash": payload_hash,
                         }
                     ],
                 )

@@ -93,7 +93,11 @@ class FhirRouter:
 
     def _operation(self, req: FhirRequest, advertised: frozenset[str]) -> FhirResponse:
         rtype, name = req.segments[0], req.segments[2][1:]
-        handlers: dict[str, Handler] = {"activate": self.activate, "acknowledge": self.acknowledge}
+        handlers: dict[str, Handler] = {
+            "activate": self.activate,
+            "acknowledge": self.acknowledge,
+            "apply": self.apply,
+        }
         if name not in advertised or name not in handlers:
             raise RouteNotFound(f"Operation ${name} is not supported on {rtype}")
         if req.method != "POST":
@@ -382,6 +386,25 @@ class FhirRouter:
                 rtype, rid, alert_id, reason, expected_version=version
             )
         return self._resource(req, result.order, 200)
+
+    def apply(self, req: FhirRequest) -> FhirResponse:
+        """`POST PlanDefinition/[id]/$apply` with Parameters(subject, encounter): stores the
+        draft orders and a RequestGroup, returns the CarePlan (app/services/order_sets.py)."""
+        from app.fhir.plan_apply import apply_parameters, check_written_scopes
+        from app.services.order_sets import OrderSetService
+
+        params = apply_parameters(parse_json(req.body))
+        assert req.principal is not None
+        with self.uow(req) as uow:
+            result = OrderSetService(uow, self.engine).apply(
+                req.segments[1],
+                patient_id=params.patient_id,
+                encounter_id=params.encounter_id,
+                practitioner=params.practitioner,
+                reason=_provenance_reason(req),
+            )
+            check_written_scopes(req.principal, result)
+        return FhirResponse(200, result.care_plan)
 
     def _written(self, req: FhirRequest, result: WriteResult) -> FhirResponse:
         return self._resource(

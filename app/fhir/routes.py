@@ -32,7 +32,7 @@ def _render(resp: FhirResponse) -> Response:
     return out
 
 
-def _error(err: AppError) -> Response:
+def render_error(err: AppError) -> Response:
     resp = FhirResponse(status_for(err), operation_outcome(err), dict(err.headers))
     return _render(resp)
 
@@ -66,20 +66,20 @@ def dispatch(subpath: str) -> Response:
 
 @bp.errorhandler(AppError)
 def _app_error(err: AppError) -> Response:
-    return _error(err)
+    return render_error(err)
 
 
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(_err: RequestEntityTooLarge) -> Response:
-    return _error(PayloadTooLarge("The request body is larger than 1 MiB"))
+    return render_error(PayloadTooLarge("The request body is larger than 1 MiB"))
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
     if err.code == 405:
-        return _error(MethodNotAllowed(err.description or "Method not allowed"))
+        return render_error(MethodNotAllowed(err.description or "Method not allowed"))
     if err.code == 404:
-        return _error(RouteNotFound(err.description or "Not found"))
+        return render_error(RouteNotFound(err.description or "Not found"))
     generic = AppError(err.description or "Request failed")
     resp = FhirResponse(err.code or 400, operation_outcome(generic))
     return _render(resp)
@@ -88,10 +88,8 @@ def _http_error(err: HTTPException) -> Response:
 @bp.errorhandler(Exception)
 def _unexpected(err: Exception) -> Response:
     log.exception("unhandled error on the FHIR face")
-    return _error(AppError("Internal server error"))
+    return render_error(AppError("Internal server error"))
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    # Werkzeug raises 413 before the blueprint is chosen; answer it in FHIR shape too.
-    app.register_error_handler(RequestEntityTooLarge, _too_large)

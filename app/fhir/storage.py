@@ -138,6 +138,9 @@ class ConditionalKeyRow(Base):
     res_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     res_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: For client mutation keys: a hash of the request payload, so a resubmission after a
+    #: cache flush can be told apart from a different request reusing the key.
+    payload_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 metadata = Base.metadata

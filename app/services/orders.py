@@ -30,6 +30,7 @@ from app.errors import (
     CdsHardStop,
     CdsHardStopNotAcknowledgeable,
     CdsWarningUnacknowledged,
+    DuplicateMutation,
     EncounterInactive,
     EncounterNotFound,
     InvalidStateTransition,
@@ -52,6 +53,8 @@ from app.services import provenance
 from app.services.resources import check_references
 from app.services.unit_of_work import UnitOfWork
 
+#: `conditional_keys.res_type` for client mutation keys (one namespace for all order types).
+MUTATION_KEYS = "client-mutation"
 ACTIVE_ENCOUNTER = frozenset({"in-progress", "arrived", "triaged", "onleave"})
 COUNTS_AT_CREATE = ("draft", "active", "on-hold")
 COUNTS_AT_SIGN = ("active", "on-hold")
@@ -59,6 +62,12 @@ REFERRAL_CATEGORY = "3457005"
 REFERRAL_STATUS_SYSTEM = "urn:orders-service:referral-status"
 STATUS_REASON_EXT = "http://hl7.org/fhir/StructureDefinition/request-statusReason"
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+#: The state an action leaves an order in, when that state is terminal.
+ALREADY_DONE = {
+    Action.CANCEL: State.CANCELLED,
+    Action.CORRECTION: State.ENTERED_IN_ERROR,
+    Action.COMPLETE: State.COMPLETED,
+}
 ACTION_ROLE = {
     Action.ACTIVATE: access.Action.ORDER_WRITE,
     Action.CANCEL: access.Action.ORDER_WRITE,
@@ -74,6 +83,16 @@ class OrderResult:
     order: StoredResource
     alerts: list[dict[str, Any]] = field(default_factory=list)  # DetectedIssue JSON
     task: StoredResource | None = None
+    #: True when a client mutation key matched an order created earlier (nothing new stored).
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class MutationKey:
+    """A client mutation key as stored with the order (see app/services/idempotency.py)."""
+
+    key: str
+    payload_hash: str
 
 
 def patient_of(order: dict[str, Any]) -> str | None:
@@ -97,23 +116,58 @@ class OrderService:
         self.principal = uow.principal
         self.engine = engine
 
+    # ------------------------------------------------------------------ writes
+    def _write_new(
+        self, resource_type: str, rid: str, doc: dict[str, Any], *, reason: str | None
+    ) -> StoredResource:
+        """Create a resource and its Provenance (every write has one)."""
+        stored = self.repo.create(resource_type, rid, doc)
+        provenance.record(self.repo, self.principal, stored, activity="CREATE", reason=reason)
+        return stored
+
+    def _write(
+        self,
+        resource_type: str,
+        rid: str,
+        doc: dict[str, Any],
+        expected: int,
+        *,
+        reason: str | None,
+    ) -> StoredResource:
+        """Compare-and-set update of a resource, and its Provenance."""
+        stored = self.repo.update(resource_type, rid, doc, expected)
+        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        return stored
+
     # ------------------------------------------------------------------ create
     def create(
-        self, resource_type: str, body: Any, *, rid: str | None = None, reason: str | None = None
+        self,
+        resource_type: str,
+        body: Any,
+        *,
+        rid: str | None = None,
+        reason: str | None = None,
+        mutation: MutationKey | None = None,
     ) -> OrderResult:
         """Validate, check patient and encounter, run order-select CDS, then store.
 
         A hard-stop stores nothing (422 CDS_HARD_STOP with the alerts in details); other
-        alerts are stored as DetectedIssues linked to the draft.
+        alerts are stored as DetectedIssues linked to the draft. With a client mutation key,
+        the key is claimed in the same transaction: a key already taken by the same payload
+        returns that order (`replayed`), by another payload is 409 DUPLICATE_MUTATION.
         """
         access.require(self.principal, access.Action.ORDER_WRITE)
         order = validate_resource(resource_type, body)
         if order.get("status") != "draft":
             msg = "Orders are created as draft; activate them with $activate"
             raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.status")])
+        rid = rid or new_id(resource_type)
+        if mutation is not None:
+            earlier = self._claim_mutation(mutation, rid)
+            if earlier is not None:
+                return earlier
         patient_id = self._check_patient_and_encounter(resource_type, order)
         check_references(self.uow, resource_type, order)
-        rid = rid or new_id(resource_type)
         order = {**order, "id": rid}
         found = self.engine.evaluate(self._context(order, patient_id, "order-select"))
         blocking = [a for a in found if a.level == "hard-stop"]
@@ -135,18 +189,23 @@ class OrderService:
         ]
         if issues and resource_type == "MedicationRequest":
             order["detectedIssue"] = [{"reference": f"DetectedIssue/{i['id']}"} for i in issues]
-        stored = self.repo.create(resource_type, rid, order)
-        provenance.record(self.repo, self.principal, stored, activity="CREATE", reason=reason)
+        stored = self._write_new(resource_type, rid, order, reason=reason)
         for issue in issues:
-            saved = self.repo.create("DetectedIssue", issue["id"], issue)
-            provenance.record(
-                self.repo,
-                self.principal,
-                saved,
-                activity="CREATE",
-                reason="order-select decision support",
+            self._write_new(
+                "DetectedIssue", issue["id"], issue, reason="order-select decision support"
             )
         return OrderResult(stored, issues)
+
+    def _claim_mutation(self, mutation: MutationKey, rid: str) -> OrderResult | None:
+        if self.repo.claim_conditional_key(MUTATION_KEYS, mutation.key, rid, mutation.payload_hash):
+            return None
+        owner = self.repo.key_owner(MUTATION_KEYS, mutation.key)
+        if owner is None or owner[1] != mutation.payload_hash:
+            raise DuplicateMutation("clientMutationId was already used with a different payload")
+        existing = self.repo.read_any(ORDER_TYPES, owner[0])
+        if existing is None:  # pragma: no cover - the key row is written with its order
+            raise DuplicateMutation("clientMutationId belongs to an order that is not visible")
+        return OrderResult(existing, self._alerts_of(existing), replayed=True)
 
     def _check_patient_and_encounter(self, resource_type: str, order: dict[str, Any]) -> str:
         patient_id = patient_of(order)
@@ -200,6 +259,14 @@ class OrderService:
         return [r.content for r in self.repo.search(query).resources]
 
     # ------------------------------------------------------------------ transitions
+    def locate(self, rid: str) -> StoredResource:
+        """An order by id alone (legacy ids carry no type). Write paths use this: the action's
+        own role rule applies, not the read rule (a PRESCRIBER may cancel but not browse)."""
+        found = self.repo.read_any(ORDER_TYPES, rid)
+        if found is None:
+            raise OrderNotFound(f"Order {rid} not found")
+        return found
+
     def load(self, resource_type: str, rid: str) -> StoredResource:
         if resource_type not in ORDER_TYPES:
             raise OrderNotFound(f"{resource_type} is not an order type")
@@ -218,24 +285,37 @@ class OrderService:
         reason: str | None = None,
         content: dict[str, Any] | None = None,
     ) -> OrderResult:
-        """Apply a lifecycle action. Terminal state wins over a stale version (DESIGN §5)."""
+        """Apply a lifecycle action, checking in this order (DESIGN §5):
+
+        1. a terminal order answers ORDER_TERMINAL_STATE even when the version is also stale
+           (a queued cancel must learn the order completed) — unless the order already is
+           what this action makes it (a cancel that lost a race to another cancel): then
+           the client's view is merely stale, 409 OPTIMISTIC_LOCK_CONFLICT;
+        2. a stale version is OPTIMISTIC_LOCK_CONFLICT;
+        3. any other illegal pair is INVALID_STATE_TRANSITION.
+        """
         access.require(self.principal, ACTION_ROLE[action])
         current = self.load(resource_type, rid)
         state = state_of(current.content["status"])
+        stale = expected_version is not None and expected_version != current.version_id
+        conflict = VersionConflict(
+            f"{resource_type}/{rid} is at version {current.version_id}, not {expected_version}"
+        )
+        if state in TERMINAL:
+            if stale and ALREADY_DONE.get(action) is state:
+                raise conflict
+            next_state(state, action)  # raises ORDER_TERMINAL_STATE unless a correction
+        if stale:
+            raise conflict
         target = next_state(state, action)
-        if expected_version is not None and expected_version != current.version_id:
-            raise VersionConflict(
-                f"{resource_type}/{rid} is at version {current.version_id}, not {expected_version}"
-            )
         if action is Action.ACTIVATE:
             return self._activate(current, reason=reason)
         doc = dict(content if content is not None else current.content)
         doc["status"] = fhir_status(resource_type, target, previous=state)
         if reason:
             doc = _with_status_reason(resource_type, doc, reason)
-        stored = self.repo.update(resource_type, rid, doc, current.version_id)
-        provenance.record(
-            self.repo, self.principal, stored, activity="UPDATE", reason=reason or action.value
+        stored = self._write(
+            resource_type, rid, doc, current.version_id, reason=reason or action.value
         )
         if target in (State.CANCELLED, State.ENTERED_IN_ERROR):
             self._close_tasks(
@@ -261,9 +341,8 @@ class OrderService:
                 "Acknowledge every warning (with a reason) before activation", details=details
             )
         doc = {**current.content, "status": "active"}
-        stored = self.repo.update(current.resource_type, current.id, doc, current.version_id)
-        provenance.record(
-            self.repo, self.principal, stored, activity="UPDATE", reason=reason or "activate"
+        stored = self._write(
+            current.resource_type, current.id, doc, current.version_id, reason=reason or "activate"
         )
         task = self._create_task(stored, patient_id, now)
         return OrderResult(stored, issues, task)
@@ -290,13 +369,8 @@ class OrderService:
             if a.cause not in by_cause or alert_store.view(by_cause[a.cause]).resolved
         ]
         for issue in new:
-            saved = self.repo.create("DetectedIssue", issue["id"], issue)
-            provenance.record(
-                self.repo,
-                self.principal,
-                saved,
-                activity="CREATE",
-                reason="order-sign decision support",
+            self._write_new(
+                "DetectedIssue", issue["id"], issue, reason="order-sign decision support"
             )
             result.append(issue)
         if new and current.resource_type == "MedicationRequest":
@@ -304,17 +378,11 @@ class OrderService:
                 *current.content.get("detectedIssue", []),
                 *({"reference": f"DetectedIssue/{i['id']}"} for i in new),
             ]
-            stored = self.repo.update(
+            self._write(
                 current.resource_type,
                 current.id,
                 {**current.content, "detectedIssue": links},
                 current.version_id,
-            )
-            provenance.record(
-                self.repo,
-                self.principal,
-                stored,
-                activity="UPDATE",
                 reason="order-sign decision support found new alerts",
             )
         return result
@@ -322,8 +390,7 @@ class OrderService:
     def _write_issue(self, issue: dict[str, Any], reason: str) -> dict[str, Any]:
         stored = self.repo.read("DetectedIssue", issue["id"])
         assert stored is not None
-        saved = self.repo.update("DetectedIssue", issue["id"], issue, stored.version_id)
-        provenance.record(self.repo, self.principal, saved, activity="UPDATE", reason=reason)
+        saved = self._write("DetectedIssue", issue["id"], issue, stored.version_id, reason=reason)
         return saved.content
 
     def _alerts_of(self, order: StoredResource) -> list[dict[str, Any]]:
@@ -371,12 +438,11 @@ class OrderService:
         issue = self._write_issue(
             alert_store.acknowledged(issue, self.principal, reason, now), f"acknowledged: {reason}"
         )
-        stored = self.repo.update(resource_type, rid, current.content, current.version_id)
-        provenance.record(
-            self.repo,
-            self.principal,
-            stored,
-            activity="UPDATE",
+        stored = self._write(
+            resource_type,
+            rid,
+            current.content,
+            current.version_id,
             reason=f"alert {alert_id} acknowledged: {reason}",
         )
         return OrderResult(stored, [issue])
@@ -406,10 +472,7 @@ class OrderService:
         if order.resource_type == "ServiceRequest" and is_referral(content):
             task["businessStatus"] = _business_status("pending_scheduling")
         rid = new_id("Task")
-        stored = self.repo.create("Task", rid, task)
-        provenance.record(
-            self.repo, self.principal, stored, activity="CREATE", reason="order activated"
-        )
+        stored = self._write_new("Task", rid, task, reason="order activated")
         return stored
 
     def _close_tasks(self, order: StoredResource, status: str, reason: str | None) -> None:
@@ -423,14 +486,7 @@ class OrderService:
             ):
                 continue
             doc = {**task.content, "status": status}
-            saved = self.repo.update("Task", task.id, doc, task.version_id)
-            provenance.record(
-                self.repo,
-                self.principal,
-                saved,
-                activity="UPDATE",
-                reason=reason or f"order {status}",
-            )
+            self._write("Task", task.id, doc, task.version_id, reason=reason or f"order {status}")
 
     def _tasks_of(self, order: StoredResource) -> list[StoredResource]:
         query = parse_search("Task", [("focus", order.reference), ("_count", "100")])
@@ -483,8 +539,7 @@ class OrderService:
         expected = if_match if if_match is not None else current.version_id
         if "detectedIssue" in current.content:
             doc = {**doc, "detectedIssue": current.content["detectedIssue"]}
-        stored = self.repo.update(resource_type, rid, doc, expected)
-        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        stored = self._write(resource_type, rid, doc, expected, reason=reason)
         return OrderResult(stored), False
 
     def update_task(
@@ -508,8 +563,7 @@ class OrderService:
             if has_appointment:
                 doc["businessStatus"] = _business_status("scheduled")
         expected = if_match if if_match is not None else current.version_id
-        stored = self.repo.update("Task", task_id, doc, expected)
-        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
+        stored = self._write("Task", task_id, doc, expected, reason=reason)
         was_done = current.content.get("status") == "completed"
         if order and doc.get("status") == "completed" and not was_done:
             self._complete_order(order)
@@ -519,9 +573,8 @@ class OrderService:
         state = state_of(order.content["status"])
         next_state(state, Action.COMPLETE)
         doc = {**order.content, "status": "completed"}
-        stored = self.repo.update(order.resource_type, order.id, doc, order.version_id)
-        provenance.record(
-            self.repo, self.principal, stored, activity="UPDATE", reason="fulfilment task completed"
+        self._write(
+            order.resource_type, order.id, doc, order.version_id, reason="fulfilment task completed"
         )
 
 

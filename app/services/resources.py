@@ -120,6 +120,14 @@ class ResourceService:
             raise ResourceNotFound(f"{resource_type}/{rid} not found")
         return found
 
+    def search_params(
+        self, resource_type: str, params: list[tuple[str, str]]
+    ) -> list[StoredResource]:
+        """A search from parameter pairs (strict: an unknown parameter is a bug here)."""
+        query = parse_search(resource_type, params, strict=True)
+        query.with_total = False
+        return self.search(query).resources
+
     def search(self, query: SearchQuery) -> SearchPage:
         access.require(self.principal, access.Action.READ)
         return self.uow.repo.search(query)

@@ -312,6 +312,17 @@ def test_every_advertised_operation_answers_and_its_definition_is_readable(
         assert r.json["url"] == url
     for rtype, tcap in cap.types.items():
         for name in tcap.operations:
+            if rtype == "PlanDefinition":  # $apply of an unknown set: routed, 404 ORDER_SET_...
+                subject = {"name": "subject", "valueString": f"Patient/{pid}"}
+                r = client.post(
+                    f"/fhir/R4/PlanDefinition/ords-unknown/${name}",
+                    json={"resourceType": "Parameters", "parameter": [subject]},
+                    headers=doc,
+                )
+                assert r.status_code == 404, (rtype, name, r.json)
+                codes = [c["code"] for i in r.json["issue"] for c in i["details"]["coding"]]
+                assert codes == ["ORDER_SET_NOT_FOUND"], (rtype, name, r.json)
+                continue
             body = {
                 "ServiceRequest": service_request(pid, code={"coding": [{"code": f"op-{name}"}]}),
                 "MedicationRequest": medication_request(pid),

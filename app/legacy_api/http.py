@@ -1,0 +1,90 @@
+"""Flask glue shared by the legacy views: auth, bodies, ids, JSON responses, errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from flask import Response, request
+
+from app.auth import Principal
+from app.domain.ids import from_legacy, to_legacy
+from app.errors import AppError, Issue, ValidationFailed
+from app.legacy_api import roles
+from app.legacy_api.errors import error_response
+from app.runtime import get_runtime
+from app.services.unit_of_work import UnitOfWork
+
+LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+OFFLINE_HEADER = "X-Offline-Queued-At"
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+class OfflineCreateNotAllowed(AppError):
+    code = "OFFLINE_CREATE_NOT_ALLOWED"
+    status = 422
+    fhir_code = "business-rule"
+
+
+def principal(endpoint: str) -> Principal:
+    """Authenticate (DESIGN §3) and apply the seed's roles for this endpoint."""
+    who = get_runtime().authenticator.authenticate(
+        request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
+    )
+    roles.require(who, endpoint)
+    return who
+
+
+def unit_of_work(who: Principal) -> UnitOfWork:
+    return UnitOfWork(get_runtime().session_factory, who)
+
+
+def body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw:
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(
+            "The body is not valid JSON", issues=[Issue(f"The body is not valid JSON: {exc}")]
+        ) from exc
+
+
+def fhir_id(legacy_id: str, field: str = "id") -> str:
+    if not LEGACY_ID.match(legacy_id):
+        raise ValidationFailed(f"Invalid {field}", issues=[Issue("invalid id", field)])
+    return from_legacy(legacy_id)
+
+
+def offline() -> bool:
+    """Was this request replayed from a device queue (DESIGN §7)?"""
+    value = request.headers.get(OFFLINE_HEADER)
+    if value is None:
+        return False
+    if not RFC3339.match(value.strip()):
+        raise ValidationFailed(
+            f"{OFFLINE_HEADER} must be an RFC 3339 date-time",
+            issues=[Issue("not RFC 3339", OFFLINE_HEADER)],
+        )
+    return True
+
+
+def json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(orjson.dumps(payload), status=status, content_type="application/json")
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def legacy_error(err: AppError) -> Response:
+    """Domain errors carry FHIR ids in their alert details; the legacy face shows legacy ids."""
+    if isinstance(err.details, list):
+        err.details = [
+            {**d, "alertId": to_legacy(d["alertId"])}
+            if isinstance(d, dict) and d.get("alertId")
+            else d
+            for d in err.details
+        ]
+    return error_response(err)

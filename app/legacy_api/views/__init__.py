@@ -1,0 +1,1 @@
+"""Legacy views, one module per area; each view parses, calls one service, renders."""

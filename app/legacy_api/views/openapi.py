@@ -1,0 +1,30 @@
+"""`GET /v1/openapi.json`: the OpenAPI 3 document of this face (capability/openapi-v1.json).
+
+Readable without a token or tenant, like the FHIR CapabilityStatement (DESIGN §8). The
+document is data in `capability/`; this view only serves its bytes.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from flask import Blueprint, Response
+
+bp = Blueprint("legacy_openapi", __name__)
+DOCUMENT = Path(__file__).resolve().parents[3] / "capability" / "openapi-v1.json"
+
+
+@cache
+def _document() -> bytes:
+    return DOCUMENT.read_bytes()
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return Response(
+        _document(),
+        status=200,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,67 @@
+"""`/v1/orders/referrals`: referral ServiceRequests with tracking from their Task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from app.domain.order_types import order_type_of
+from app.errors import OrderNotFound
+from app.legacy_api import mapping, schemas
+from app.legacy_api.http import fhir_id, json, principal, unit_of_work
+from app.services.order_reads import OrderReader, OrderSnapshot
+
+bp = Blueprint("legacy_referrals", __name__)
+MAX_REFERRALS = 1000
+
+
+@bp.get("/orders/referrals/<order_id>")
+def get(order_id: str) -> Response:
+    who = principal("referrals.get")
+    with unit_of_work(who) as uow:
+        snap = OrderReader(uow).snapshot(fhir_id(order_id, "orderId"), ("ServiceRequest",))
+    kind = order_type_of(snap.order.content)
+    if kind is None or kind.name != "referral":
+        raise OrderNotFound(f"Referral {order_id} not found")
+    history = mapping.history_entries(snap.versions, snap.provenance)
+    return json(
+        mapping.order_from_fhir(
+            snap.order.content, alerts=snap.alerts, task=snap.task, history=history
+        )
+    )
+
+
+def _item(snap: OrderSnapshot) -> dict[str, Any]:
+    item = mapping.order_from_fhir(
+        snap.order.content, alerts=snap.alerts, task=snap.task, created_at=snap.created_at
+    )
+    item.pop("history", None)
+    return item
+
+
+@bp.get("/orders/referrals")
+def list_referrals() -> Response:
+    who = principal("referrals.list")
+    query = schemas.load(schemas.ReferralListQuerySchema(), request.args.to_dict())
+    with unit_of_work(who) as uow:
+        reader = OrderReader(uow)
+        found = reader.page(
+            [("ServiceRequest", mapping.referral_search(query))], page=1, page_size=MAX_REFERRALS
+        )
+        snaps = [reader.snapshot_of(r, with_history=False) for r in found.items]
+    wanted = query.get("referralStatus")
+    items: list[dict[str, Any]] = [
+        mapping.order_from_fhir(s.order.content, alerts=s.alerts, task=s.task)
+        for s in snaps
+        if wanted is None or mapping.referral_status(s.task) == wanted
+    ]
+    start = (query["page"] - 1) * query["pageSize"]
+    return json(
+        {
+            "items": items[start : start + query["pageSize"]],
+            "page": query["page"],
+            "pageSize": query["pageSize"],
+            "total": len(items),
+        }
+    )

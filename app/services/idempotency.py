@@ -1,0 +1,87 @@
+"""Client mutation keys (`clientMutationId`), DESIGN §5.
+
+Two layers. Redis keeps the original 201 response for 24 h and an in-flight marker, so a
+replay is answered byte for byte and a twin that arrives while the first is still running is
+409 DUPLICATE_MUTATION. The database keeps the key with the order (a unique row in
+`conditional_keys`, with the payload's hash), so neither a Redis flush, an outage nor a race
+can create a second order: the loser finds the key taken and answers from the stored order.
+Redis failures are swallowed here: it is a cache, never a dependency of correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.cache import Cache, CacheUnavailable
+from app.errors import DuplicateMutation
+
+log = logging.getLogger(__name__)
+REPLAY_TTL = 24 * 3600
+IN_FLIGHT_TTL = 60
+KEY_KIND = "client-mutation"
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: bytes
+
+
+def payload_hash(payload: Any) -> str:
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def db_key(client_mutation_id: str) -> str:
+    """The key row id in `conditional_keys` (hashed: keys are client-chosen strings)."""
+    return hashlib.sha256(f"cmid:{client_mutation_id}".encode()).hexdigest()
+
+
+class MutationGuard:
+    """One client mutation: `begin` → (work) → `complete` or `abort`."""
+
+    def __init__(self, cache: Cache, tenant_id: str, client_mutation_id: str, payload: Any):
+        self.cache = cache
+        self.key = f"idem:{tenant_id}:{hashlib.sha256(client_mutation_id.encode()).hexdigest()}"
+        self.client_mutation_id = client_mutation_id
+        self.hash = payload_hash(payload)
+        self.claimed = False
+
+    def begin(self) -> Replay | None:
+        """A replay of the original response, None to go ahead, or DuplicateMutation."""
+        try:
+            marker = orjson.dumps({"state": "in-flight", "hash": self.hash})
+            if self.cache.set_if_absent(self.key, marker, IN_FLIGHT_TTL):
+                self.claimed = True
+                return None
+            raw = self.cache.get(self.key)
+        except CacheUnavailable:
+            log.warning("idempotency cache unavailable; relying on the stored key")
+            return None
+        if raw is None:  # expired between the two calls: go ahead, the stored key decides
+            return None
+        record = orjson.loads(raw)
+        if record.get("hash") != self.hash:
+            raise DuplicateMutation("clientMutationId was already used with a different payload")
+        if record.get("state") != "done":
+            raise DuplicateMutation("A request with this clientMutationId is still in flight")
+        return Replay(int(record["status"]), bytes.fromhex(record["body"]))
+
+    def complete(self, status: int, body: bytes) -> None:
+        record = {"state": "done", "hash": self.hash, "status": status, "body": body.hex()}
+        try:
+            self.cache.set(self.key, orjson.dumps(record), REPLAY_TTL)
+        except CacheUnavailable:
+            log.warning("idempotency cache unavailable; response not cached for replay")
+
+    def abort(self) -> None:
+        """The request failed: let the client retry with the same key."""
+        if not self.claimed:
+            return
+        with contextlib.suppress(CacheUnavailable):
+            self.cache.delete(self.key)

@@ -620,10 +620,10 @@ DUPLICATE_CASES = [
         [("DUPLICATE-ORDER", "warning")],
     ),
     (
-        "two other CBCs: one warning each",
+        "two other CBCs: one warning naming both",
         service([CBC]),
         (service([CBC], rid="sr-8"), service([CBC], rid="sr-9")),
-        [("DUPLICATE-ORDER", "warning"), ("DUPLICATE-ORDER", "warning")],
+        [("DUPLICATE-ORDER", "warning")],
     ),
     ("a lab never duplicates a medication", service([CBC]), (med(AMOXICILLIN, rid="m1"),), []),
     (
@@ -688,7 +688,20 @@ def test_duplicate_cbc_names_the_other_order_and_its_status(kb: KnowledgeBase) -
     )
     assert alert.message == "Duplicate order: CBC is already ordered (ServiceRequest/sr-9, active)"
     assert alert.implicated == ("ServiceRequest/sr-9",)
-    assert alert.cause == "dup:ServiceRequest/sr-9"
+    assert alert.cause == "dup:ServiceRequest:http://loinc.org|58410-2"
+
+
+def test_many_duplicates_give_one_alert_naming_the_first_few(kb: KnowledgeBase) -> None:
+    """A patient with many open CBCs gets one warning, not one per order."""
+    others = tuple(service([CBC], rid=f"sr-{i}", status="active") for i in range(12))
+    [alert] = duplicate_order.check(ctx(service([CBC], text="CBC"), others=others), kb)
+    assert alert.message == (
+        "Duplicate order: CBC is already ordered 12 times (ServiceRequest/sr-0 (active), "
+        "ServiceRequest/sr-1 (active), ServiceRequest/sr-2 (active) and 9 more)"
+    )
+    assert len(alert.implicated) == 10
+    again = duplicate_order.check(ctx(service([CBC], text="CBC"), others=others[:1]), kb)
+    assert again[0].cause == alert.cause, "the cause names what is duplicated, not how often"
 
 
 def test_duplicate_medication_is_named_by_its_code_not_its_display(kb: KnowledgeBase) -> None:

@@ -10,7 +10,9 @@ Only orders of the same resource type are compared, and only those the caller sa
   `(system, code)` coding in common;
 * NutritionOrder — any coding of `oralDiet.type` in common.
 
-One warning per other order, naming it. Cause: `dup:<other order ref>`.
+One warning per ordered thing, naming the other orders (the first few, then a count), so a
+patient with many open orders of one code gets one alert, not one per order. Cause:
+`dup:<type>:<shared codes>` — stable while any duplicate remains, gone when none does.
 """
 
 from __future__ import annotations
@@ -68,20 +70,35 @@ def _key(other: dict[str, Any], codes: set[Code]) -> str:
     )
 
 
-def _alert(what: str, other: dict[str, Any], other_codes: set[Code], shared: str) -> Alert:
-    key = _key(other, other_codes)
-    ref = reference(other)
-    status = status_of(other)
+NAMED = 3
+IMPLICATED = 10
+
+
+def _alert(what: str, rtype: str, matches: list[tuple[dict[str, Any], set[Code], str]]) -> Alert:
+    """One warning for all the open orders that duplicate this one."""
+    first = matches[0][0]
+    keys = [_key(other, codes) for other, codes, _s in matches]
+    named = ", ".join(
+        f"{key} ({status_of(other)})"
+        for key, (other, _c, _s) in list(zip(keys, matches, strict=True))[:NAMED]
+    )
+    more = f" and {len(matches) - NAMED} more" if len(matches) > NAMED else ""
+    shared = sorted({s for _o, _c, s in matches})
+    refs = tuple(r for o, _c, _s in matches if (r := reference(o)))[:IMPLICATED]
+    if len(matches) == 1:
+        message = f"Duplicate order: {what} is already ordered ({keys[0]}, {status_of(first)})"
+    else:
+        message = f"Duplicate order: {what} is already ordered {len(matches)} times ({named}{more})"
     return Alert(
         rule_id=RULE_ID,
         level="warning",
-        message=f"Duplicate order: {what} is already ordered ({key}, {status})",
+        message=message,
         code=DUPTHPY,
-        cause=f"dup:{key}",
-        implicated=(ref,) if ref else (),
+        cause=f"dup:{rtype}:{';'.join(shared)}",
+        implicated=refs,
         detail=(
-            f"**{what}** is already ordered for this patient: {key} is {status}. "
-            f"Shared: {shared}. Cancel one of them, or acknowledge if both are intended."
+            f"**{what}** is already ordered for this patient: {named}{more}. "
+            f"Shared: {'; '.join(shared)}. Cancel one of them, or acknowledge if both are intended."
         ),
     )
 
@@ -100,15 +117,13 @@ def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     if not mine:
         return []
     what = _label(concepts_of(ctx.order), "this order")
-    alerts: list[Alert] = []
+    matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type(rtype):
         theirs = _codes(concepts_of(other))
         shared = mine & theirs
         if shared:
-            alerts.append(
-                _alert(what, other, theirs, ", ".join(f"{s}|{c}" for s, c in sorted(shared)))
-            )
-    return alerts
+            matches.append((other, theirs, ", ".join(f"{s}|{c}" for s, c in sorted(shared))))
+    return [_alert(what, rtype, matches)] if matches else []
 
 
 def _medications(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
@@ -117,7 +132,7 @@ def _medications(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     mine_known = known_drugs(ctx.order, kb)
     mine_ingredients = frozenset().union(*(k.drug.ingredients for k in mine_known))
     what = drug_label(mine_known) if mine_known else _label([concept], "this medication")
-    alerts: list[Alert] = []
+    matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type("MedicationRequest"):
         other_concept = medication_concept(other)
         other_codes = _codes([other_concept])
@@ -127,11 +142,9 @@ def _medications(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
             shared_ingredients = mine_ingredients & theirs
             if shared_ingredients:
                 names = ", ".join(sorted(shared_ingredients))
-                alerts.append(_alert(what, other, other_codes, f"ingredient RxCUI {names}"))
+                matches.append((other, other_codes, f"ingredient RxCUI {names}"))
             continue
         shared = mine_codes & other_codes
         if shared:
-            alerts.append(
-                _alert(what, other, other_codes, ", ".join(f"{s}|{c}" for s, c in sorted(shared)))
-            )
-    return alerts
+            matches.append((other, other_codes, ", ".join(f"{s}|{c}" for s, c in sorted(shared))))
+    return [_alert(what, "MedicationRequest", matches)] if matches else []

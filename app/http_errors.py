@@ -9,11 +9,14 @@ from werkzeug.exceptions import HTTPException
 from app.errors import AppError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
 
 
-def _as_app_error(err: HTTPException) -> AppError:
+def as_app_error(err: HTTPException) -> AppError:
+    """A werkzeug HTTP error as the typed error every face knows how to render."""
     if err.code == 413:
         return PayloadTooLarge("The request body is larger than 1 MiB")
     if err.code == 405:
-        return MethodNotAllowed("Method not allowed on this path")
+        allowed = getattr(err, "valid_methods", None) or []
+        headers = {"Allow": ", ".join(sorted(allowed))} if allowed else {}
+        return MethodNotAllowed("Method not allowed on this path", headers=headers)
     if err.code == 404:
         return RouteNotFound("No such endpoint")
     generic = AppError(err.description or "Request failed")
@@ -26,7 +29,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
-        app_error = _as_app_error(err)
+        app_error = as_app_error(err)
         if request.path.startswith("/fhir/"):
             resp = fhir_error(app_error)
         else:

@@ -36,7 +36,7 @@ def new_id(resource_type: str) -> str:
 
 
 def is_valid_fhir_id(value: str) -> bool:
-    return bool(FHIR_ID.match(value))
+    return bool(FHIR_ID.fullmatch(value))
 
 
 def to_legacy(fhir_id: str) -> str:

@@ -150,6 +150,8 @@ def _check(spec: _Field, item: Any, where: str, issues: list[Issue]) -> None:
         issues.append(Issue("must be a JSON number", where))
     elif spec.kind == "string" and not isinstance(item, str):
         issues.append(Issue("must be a JSON string", where))
+    elif spec.kind == "string" and "\x00" in item:
+        issues.append(Issue("must not contain NUL characters", where))
     elif spec.enum and isinstance(item, str) and item not in spec.enum:
         allowed = ", ".join(sorted(spec.enum))
         issues.append(

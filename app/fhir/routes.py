@@ -10,9 +10,9 @@ import logging
 
 import orjson
 from flask import Blueprint, Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
-from app.errors import AppError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from app.errors import AppError
 from app.fhir.http import FHIR_JSON, FhirRequest, FhirResponse
 from app.fhir.outcomes import operation_outcome, status_for
 from app.fhir.router import FhirRouter
@@ -69,20 +69,15 @@ def _app_error(err: AppError) -> Response:
     return render_error(err)
 
 
-@bp.errorhandler(RequestEntityTooLarge)
-def _too_large(_err: RequestEntityTooLarge) -> Response:
-    return render_error(PayloadTooLarge("The request body is larger than 1 MiB"))
-
-
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
-    if err.code == 405:
-        return render_error(MethodNotAllowed(err.description or "Method not allowed"))
-    if err.code == 404:
-        return render_error(RouteNotFound(err.description or "Not found"))
-    generic = AppError(err.description or "Request failed")
-    resp = FhirResponse(err.code or 400, operation_outcome(generic))
-    return _render(resp)
+    from app.http_errors import as_app_error
+
+    error = as_app_error(err)
+    resp = render_error(error)
+    if error.status == 500 and err.code:  # an HTTP error without a typed counterpart
+        resp.status_code = err.code
+    return resp
 
 
 @bp.errorhandler(Exception)

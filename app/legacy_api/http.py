@@ -53,7 +53,7 @@ def body() -> Any:
 
 
 def fhir_id(legacy_id: str, field: str = "id") -> str:
-    if not LEGACY_ID.match(legacy_id):
+    if not LEGACY_ID.fullmatch(legacy_id):
         raise ValidationFailed(f"Invalid {field}", issues=[Issue("invalid id", field)])
     return from_legacy(legacy_id)
 
@@ -63,7 +63,7 @@ def offline() -> bool:
     value = request.headers.get(OFFLINE_HEADER)
     if value is None:
         return False
-    if not RFC3339.match(value.strip()):
+    if not RFC3339.fullmatch(value.strip()):
         raise ValidationFailed(
             f"{OFFLINE_HEADER} must be an RFC 3339 date-time",
             issues=[Issue("not RFC 3339", OFFLINE_HEADER)],

@@ -7,7 +7,8 @@ import logging
 from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from app.errors import AppError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from app.errors import AppError
+from app.http_errors import as_app_error
 from app.legacy_api.http import legacy_error
 from app.legacy_api.views import openapi, order_sets, orders, referrals
 
@@ -27,11 +28,7 @@ def _app_error(err: AppError) -> Response:
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
-    if err.code == 413:
-        return legacy_error(PayloadTooLarge("The request body is larger than 1 MiB"))
-    if err.code == 405:
-        return legacy_error(MethodNotAllowed("Method not allowed on this endpoint"))
-    return legacy_error(RouteNotFound("No such endpoint"))
+    return legacy_error(as_app_error(err))
 
 
 @bp.errorhandler(Exception)

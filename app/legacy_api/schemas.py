@@ -60,6 +60,8 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if not text.strip():
             raise ValidationError("must not be blank")
+        if "\x00" in text:
+            raise ValidationError("must not contain NUL characters")
         if len(text) > self.max_length:
             raise ValidationError(f"must be at most {self.max_length} characters")
         return text
@@ -75,7 +77,7 @@ class LegacyId(Text):
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not _LEGACY_ID.match(text) or not is_valid_fhir_id(from_legacy(text)):
+        if not _LEGACY_ID.fullmatch(text) or not is_valid_fhir_id(from_legacy(text)):
             raise ValidationError("is not a valid id (letters, digits, '.', '-', '_'; 1-64)")
         return text
 
@@ -98,6 +100,7 @@ class DateTimeText(Text):
                 datetime.fromisoformat(text)
             else:
                 date.fromisoformat(text)
+            parse_range(text)  # searchable too: no overflow at the calendar's edges
         except ValueError:
             raise ValidationError(
                 "must be an RFC 3339 date-time with offset (2026-04-18T09:00:00Z) or a date"
@@ -352,10 +355,14 @@ class InstantiateSchema(Schema):
 
 
 # ---------------------------------------------------------------- query strings
+#: Past this, a page is certainly empty; the bound keeps page numbers ordinary integers.
+MAX_PAGE = 100_000
+
+
 class _PagedQuery(Schema):
     """Query values arrive as strings, so page numbers are parsed from text here."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     pageSize = fields.Integer(
         load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
     )
@@ -383,7 +390,7 @@ class OrderListQuerySchema(_PagedQuery):
 class OrderSetListQuerySchema(Schema):
     orderType = fields.String(validate=validate.OneOf(ORDER_TYPES))
     search = Text(max_length=200)
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     pageSize = fields.Integer(
         load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
     )

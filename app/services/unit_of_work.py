@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import Principal
-from app.errors import AppError, ServiceUnavailable
+from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed
 from app.fhir.repository import Repository
 
 
@@ -53,6 +53,13 @@ class UnitOfWork:
                 self.session.rollback()
         finally:
             self.session.close()
+        if isinstance(exc, DataError):
+            # The database refused a value (e.g. a NUL character PostgreSQL cannot store):
+            # the client's data, not the server, is at fault, and nothing was written.
+            raise ValidationFailed(
+                "A value in the request cannot be stored",
+                issues=[Issue("A value in the request cannot be stored")],
+            ) from exc
         if isinstance(exc, (OperationalError, PoolTimeout)) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         ):

@@ -23,8 +23,16 @@ def _add_months(value: datetime, months: int) -> datetime:
 
 
 def parse_range(text: str) -> tuple[datetime, datetime]:
-    """Parse a FHIR date-ish string into [low, high); raise ValueError when malformed."""
-    m = _DATE.match(text.strip())
+    """Parse a FHIR date-ish string into [low, high); raise ValueError when malformed or
+    outside what a UTC datetime can hold (year 1 to 9999 after the offset is applied)."""
+    try:
+        return _parse_range(text)
+    except OverflowError as exc:
+        raise ValueError(f"date out of range: {text!r}") from exc
+
+
+def _parse_range(text: str) -> tuple[datetime, datetime]:
+    m = _DATE.fullmatch(text.strip())
     if not m:
         raise ValueError(f"not a FHIR date/dateTime: {text!r}")
     g = m.groupdict()

@@ -130,6 +130,8 @@ def parse_search(
     definition = for_type(resource_type)
     query = SearchQuery(resource_type)
     for raw_name, raw_value in params:
+        if "\x00" in raw_name or "\x00" in raw_value:
+            raise _bad("Search parameters must not contain NUL characters", raw_name)
         name, _, modifier = raw_name.partition(":")
         if name in RESULT_PARAMS:
             _result_param(query, name, modifier or None, raw_value)

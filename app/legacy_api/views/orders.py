@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request
+from marshmallow import Schema
 
 from app.domain.ids import from_legacy
 from app.domain.lifecycle import Action
@@ -77,6 +78,7 @@ def create() -> Response:
 def batch() -> Response:
     """207: one result per item, in order, each created or failed on its own."""
     who = principal("orders.batch")
+    offline()  # a malformed X-Offline-Queued-At is the request's fault (400), not each item's
     envelope = schemas.load(schemas.BatchSchema(), body())
     results: list[dict[str, Any]] = []
     for index, item in enumerate(envelope["orders"]):
@@ -163,21 +165,31 @@ def _transition(
     return json(mapping.mutation_response(result.order.content))
 
 
-@bp.put("/orders/<order_id>/<action>")
+#: The PUT lifecycle endpoints of the seed: path → (action, body schema).
+CHANGES: dict[str, tuple[Action, type[Schema]]] = {
+    "cancel": (Action.CANCEL, schemas.CancelSchema),
+    "hold": (Action.HOLD, schemas.HoldSchema),
+    "resume": (Action.RESUME, schemas.ResumeSchema),
+    "correction": (Action.CORRECTION, schemas.CorrectionSchema),
+}
+
+
 def change(order_id: str, action: str) -> Response:
     """cancel / hold / resume / correction, each with the current `version`."""
-    actions = {
-        "cancel": (Action.CANCEL, schemas.CancelSchema),
-        "hold": (Action.HOLD, schemas.HoldSchema),
-        "resume": (Action.RESUME, schemas.ResumeSchema),
-        "correction": (Action.CORRECTION, schemas.CorrectionSchema),
-    }
-    if action not in actions:
-        raise _not_found()
     who = principal(f"orders.{action}")
-    domain_action, schema = actions[action]
+    domain_action, schema = CHANGES[action]
     data = schemas.load(schema(), body())
     return _transition(who, order_id, domain_action, data["version"], data.get("reason"))
+
+
+for _name in CHANGES:  # one explicit rule each, so 405/Allow and OPTIONS tell the truth
+    bp.add_url_rule(
+        f"/orders/<order_id>/{_name}",
+        f"change_{_name}",
+        change,
+        methods=["PUT"],
+        defaults={"action": _name},
+    )
 
 
 @bp.post("/orders/<order_id>/cds-alerts/<alert_id>/acknowledge")
@@ -195,9 +207,3 @@ def acknowledge(order_id: str, alert_id: str) -> Response:
             expected_version=data["version"],
         )
     return json(mapping.acknowledge_response(result.alerts[0], result.order.content))
-
-
-def _not_found() -> AppError:
-    from app.errors import RouteNotFound
-
-    return RouteNotFound("No such endpoint")

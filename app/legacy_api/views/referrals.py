@@ -52,9 +52,7 @@ def list_referrals() -> Response:
         snaps = [reader.snapshot_of(r, with_history=False) for r in found.items]
     wanted = query.get("referralStatus")
     items: list[dict[str, Any]] = [
-        mapping.order_from_fhir(s.order.content, alerts=s.alerts, task=s.task)
-        for s in snaps
-        if wanted is None or mapping.referral_status(s.task) == wanted
+        _item(s) for s in snaps if wanted is None or mapping.referral_status(s.task) == wanted
     ]
     start = (query["page"] - 1) * query["pageSize"]
     return json(

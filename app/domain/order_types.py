@@ -8,9 +8,12 @@ Nursing and activity orders have no standard category, so they get local codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 SNOMED = "http://snomed.info/sct"
 LOCAL = "urn:orders-service:order-category"
+#: Task.businessStatus codes of a referral (`pending_scheduling`, `scheduled`).
+REFERRAL_STATUS_SYSTEM = "urn:orders-service:referral-status"
 #: On an ActivityDefinition: the ServiceRequest category of the orders it produces.
 ACTIVITY_CATEGORY_EXTENSION = "urn:orders-service:activitydefinition-category"
 
@@ -69,3 +72,19 @@ def order_type_of(resource: dict[str, object]) -> OrderType | None:
         if t.resource_type == "ServiceRequest" and (t.category_system, t.category_code) in codes:
             return t
     return None
+
+
+def is_referral(order: dict[str, Any]) -> bool:
+    """Is this ServiceRequest a referral (category SNOMED 3457005)?"""
+    referral = ORDER_TYPES["referral"]
+    return any(
+        isinstance(c, dict) and c.get("code") == referral.category_code
+        for cat in order.get("category", [])
+        if isinstance(cat, dict)
+        for c in cat.get("coding", [])
+    )
+
+
+def business_status(code: str) -> dict[str, Any]:
+    """A referral Task's businessStatus."""
+    return {"coding": [{"system": REFERRAL_STATUS_SYSTEM, "code": code}], "text": code}

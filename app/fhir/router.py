@@ -42,6 +42,7 @@ from app.fhir.outcomes import informational
 from app.fhir.repository import SearchPage, StoredResource, utcnow
 from app.fhir.search.dates import format_instant
 from app.fhir.search.query import MAX_COUNT, SearchQuery, parse_search
+from app.services.fulfilment import Fulfilment
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
 from app.services.unit_of_work import UnitOfWork
@@ -355,9 +356,7 @@ class FhirRouter:
             )
             return WriteResult(result.order, created=created)
         if rtype == "Task" and uow.repo.read("Task", rid) is not None:
-            task = OrderService(uow, self.engine).update_task(
-                rid, body, if_match=version, reason=reason
-            )
+            task = Fulfilment(uow).update_task(rid, body, if_match=version, reason=reason)
             return WriteResult(task, created=False)
         return ResourceService(uow).update(rtype, rid, body, if_match=version, reason=reason)
 

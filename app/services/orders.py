@@ -39,17 +39,16 @@ from app.errors import (
     OrderTerminalState,
     PatientDeceased,
     PatientNotFound,
-    ResourceNotFound,
     ValidationFailed,
     VersionConflict,
 )
 from app.fhir.models import validate_resource
 from app.fhir.repository import StoredResource, utcnow
-from app.fhir.search.dates import format_instant
 from app.fhir.search.extract import parse_reference
 from app.fhir.search.query import parse_search
 from app.services import alerts as alert_store
 from app.services import provenance
+from app.services.fulfilment import Fulfilment
 from app.services.resources import check_references
 from app.services.unit_of_work import UnitOfWork
 
@@ -58,10 +57,7 @@ MUTATION_KEYS = "client-mutation"
 ACTIVE_ENCOUNTER = frozenset({"in-progress", "arrived", "triaged", "onleave"})
 COUNTS_AT_CREATE = ("draft", "active", "on-hold")
 COUNTS_AT_SIGN = ("active", "on-hold")
-REFERRAL_CATEGORY = "3457005"
-REFERRAL_STATUS_SYSTEM = "urn:orders-service:referral-status"
 STATUS_REASON_EXT = "http://hl7.org/fhir/StructureDefinition/request-statusReason"
-TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
 #: The state an action leaves an order in, when that state is terminal.
 ALREADY_DONE = {
     Action.CANCEL: State.CANCELLED,
@@ -101,14 +97,6 @@ def patient_of(order: dict[str, Any]) -> str | None:
     return parsed[1] if parsed and parsed[0] == "Patient" else None
 
 
-def is_referral(order: dict[str, Any]) -> bool:
-    return any(
-        c.get("code") == REFERRAL_CATEGORY
-        for cat in order.get("category", [])
-        for c in cat.get("coding", [])
-    )
-
-
 class OrderService:
     def __init__(self, uow: UnitOfWork, engine: CdsEngine) -> None:
         self.uow = uow
@@ -120,10 +108,7 @@ class OrderService:
     def _write_new(
         self, resource_type: str, rid: str, doc: dict[str, Any], *, reason: str | None
     ) -> StoredResource:
-        """Create a resource and its Provenance (every write has one)."""
-        stored = self.repo.create(resource_type, rid, doc)
-        provenance.record(self.repo, self.principal, stored, activity="CREATE", reason=reason)
-        return stored
+        return provenance.write_new(self.repo, self.principal, resource_type, rid, doc, reason)
 
     def _write(
         self,
@@ -134,10 +119,9 @@ class OrderService:
         *,
         reason: str | None,
     ) -> StoredResource:
-        """Compare-and-set update of a resource, and its Provenance."""
-        stored = self.repo.update(resource_type, rid, doc, expected)
-        provenance.record(self.repo, self.principal, stored, activity="UPDATE", reason=reason)
-        return stored
+        return provenance.write(
+            self.repo, self.principal, resource_type, rid, doc, expected, reason
+        )
 
     # ------------------------------------------------------------------ create
     def create(
@@ -318,7 +302,7 @@ class OrderService:
             resource_type, rid, doc, current.version_id, reason=reason or action.value
         )
         if target in (State.CANCELLED, State.ENTERED_IN_ERROR):
-            self._close_tasks(
+            Fulfilment(self.uow).close_tasks(
                 stored, "cancelled" if target is State.CANCELLED else "entered-in-error", reason
             )
         return OrderResult(stored)
@@ -344,7 +328,7 @@ class OrderService:
         stored = self._write(
             current.resource_type, current.id, doc, current.version_id, reason=reason or "activate"
         )
-        task = self._create_task(stored, patient_id, now)
+        task = Fulfilment(self.uow).create_task(stored, patient_id, now)
         return OrderResult(stored, issues, task)
 
     def _reconcile(
@@ -447,52 +431,6 @@ class OrderService:
         )
         return OrderResult(stored, [issue])
 
-    # ------------------------------------------------------------------ fulfilment
-    def _create_task(self, order: StoredResource, patient_id: str, now: datetime) -> StoredResource:
-        content = order.content
-        task: dict[str, Any] = {
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
-            "focus": {"reference": order.reference},
-            "basedOn": [{"reference": order.reference}],
-            "for": {"reference": f"Patient/{patient_id}"},
-            "authoredOn": format_instant(now),
-        }
-        if content.get("encounter"):
-            task["encounter"] = content["encounter"]
-        owner = (
-            (content.get("performer") or [None])[0]
-            if isinstance(content.get("performer"), list)
-            else content.get("performer")
-        )
-        if owner:
-            task["owner"] = owner
-        if order.resource_type == "ServiceRequest" and is_referral(content):
-            task["businessStatus"] = _business_status("pending_scheduling")
-        rid = new_id("Task")
-        stored = self._write_new("Task", rid, task, reason="order activated")
-        return stored
-
-    def _close_tasks(self, order: StoredResource, status: str, reason: str | None) -> None:
-        for task in self._tasks_of(order):
-            if task.content.get("status") in (
-                "completed",
-                "cancelled",
-                "entered-in-error",
-                "failed",
-                "rejected",
-            ):
-                continue
-            doc = {**task.content, "status": status}
-            self._write("Task", task.id, doc, task.version_id, reason=reason or f"order {status}")
-
-    def _tasks_of(self, order: StoredResource) -> list[StoredResource]:
-        query = parse_search("Task", [("focus", order.reference), ("_count", "100")])
-        query.with_total = False
-        return self.repo.search(query).resources
-
     def put_order(
         self, resource_type: str, rid: str, body: Any, *, if_match: int | None, reason: str | None
     ) -> tuple[OrderResult, bool]:
@@ -542,41 +480,6 @@ class OrderService:
         stored = self._write(resource_type, rid, doc, expected, reason=reason)
         return OrderResult(stored), False
 
-    def update_task(
-        self, task_id: str, body: Any, *, if_match: int | None, reason: str | None
-    ) -> StoredResource:
-        """A performer updates the Task. Completion completes the order (same transaction);
-        a referral Task with an Appointment in its output becomes `scheduled`."""
-        access.require(self.principal, access.Action.TASK_WRITE)
-        doc = dict(validate_resource("Task", body))
-        check_references(self.uow, "Task", doc)
-        current = self.repo.read("Task", task_id, for_update=True)
-        if current is None:
-            raise ResourceNotFound(f"Task/{task_id} not found; Tasks are created on activation")
-        focus = parse_reference((doc.get("focus") or {}).get("reference", ""))
-        order = self.repo.read(focus[0], focus[1]) if focus and focus[0] in ORDER_TYPES else None
-        if order and order.resource_type == "ServiceRequest" and is_referral(order.content):
-            has_appointment = any(
-                (o.get("valueReference") or {}).get("reference", "").startswith("Appointment/")
-                for o in doc.get("output", [])
-            )
-            if has_appointment:
-                doc["businessStatus"] = _business_status("scheduled")
-        expected = if_match if if_match is not None else current.version_id
-        stored = self._write("Task", task_id, doc, expected, reason=reason)
-        was_done = current.content.get("status") == "completed"
-        if order and doc.get("status") == "completed" and not was_done:
-            self._complete_order(order)
-        return stored
-
-    def _complete_order(self, order: StoredResource) -> None:
-        state = state_of(order.content["status"])
-        next_state(state, Action.COMPLETE)
-        doc = {**order.content, "status": "completed"}
-        self._write(
-            order.resource_type, order.id, doc, order.version_id, reason="fulfilment task completed"
-        )
-
 
 def _reason_text(doc: dict[str, Any]) -> str | None:
     """The reason a client put on a status change: `statusReason` or the R4 extension."""
@@ -593,10 +496,6 @@ def _reason_text(doc: dict[str, Any]) -> str | None:
     return concept.get("text") or next(
         (c.get("display") or c.get("code") for c in concept.get("coding", [])), None
     )
-
-
-def _business_status(code: str) -> dict[str, Any]:
-    return {"coding": [{"system": REFERRAL_STATUS_SYSTEM, "code": code}], "text": code}
 
 
 def _with_status_reason(resource_type: str, doc: dict[str, Any], reason: str) -> dict[str, Any]:

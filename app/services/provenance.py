@@ -47,3 +47,32 @@ def record(
     if reason:
         prov["reason"] = [{"text": reason}]
     return repo.create("Provenance", new_id("Provenance"), prov, patient_id=target.patient_id)
+
+
+def write_new(
+    repo: Repository,
+    principal: Principal,
+    resource_type: str,
+    rid: str,
+    doc: dict[str, Any],
+    reason: str | None,
+) -> StoredResource:
+    """Create a resource and its Provenance: every write has one."""
+    stored = repo.create(resource_type, rid, doc)
+    record(repo, principal, stored, activity="CREATE", reason=reason)
+    return stored
+
+
+def write(
+    repo: Repository,
+    principal: Principal,
+    resource_type: str,
+    rid: str,
+    doc: dict[str, Any],
+    expected: int,
+    reason: str | None,
+) -> StoredResource:
+    """Compare-and-set update of a resource, and its Provenance."""
+    stored = repo.update(resource_type, rid, doc, expected)
+    record(repo, principal, stored, activity="UPDATE", reason=reason)
+    return stored

@@ -13,7 +13,7 @@ import pytest
 from app.auth import Principal
 from app.cds.alerts import Alert
 from app.domain.ids import from_legacy, to_legacy
-from app.domain.order_types import ORDER_TYPES
+from app.domain.order_types import ORDER_TYPES, REFERRAL_STATUS_SYSTEM, is_referral
 from app.fhir.models import validate_resource
 from app.legacy_api import mapping as m
 from app.legacy_api import schemas
@@ -27,7 +27,6 @@ from app.legacy_api.mapping.common import (
     parse_frequency,
 )
 from app.services import alerts as alert_store
-from app.services.orders import REFERRAL_STATUS_SYSTEM, is_referral
 
 NOW = "2026-04-18T09:00:00.000Z"
 LATER = "2026-04-18T10:30:00.000Z"

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain.order_types import OrderType
+from app.domain.order_types import REFERRAL_STATUS_SYSTEM, OrderType
 from app.legacy_api.mapping.common import (
     JSON,
     add_ext,
@@ -42,7 +42,6 @@ from app.legacy_api.mapping.common import (
     text_of,
     to_concept,
 )
-from app.services.orders import REFERRAL_STATUS_SYSTEM
 
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 #: Legacy modality (lower case) → DICOM modality code and display (DICOM PS3.16 CID 29).

@@ -1,0 +1,124 @@
+"""Fulfilment: the Task an activated order gets, its updates by performers, and what they
+do to the order (completion completes it; a referral's Appointment marks it scheduled).
+
+See: https://hl7.org/fhir/R4/task.html — `focus` is the order, `for` the patient; a
+referral's domain sub-state is `businessStatus` (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.domain import access
+from app.domain.ids import new_id
+from app.domain.lifecycle import ORDER_TYPES, Action, next_state, state_of
+from app.domain.order_types import business_status, is_referral
+from app.errors import ResourceNotFound
+from app.fhir.models import validate_resource
+from app.fhir.repository import StoredResource
+from app.fhir.search.dates import format_instant
+from app.fhir.search.extract import parse_reference
+from app.fhir.search.query import parse_search
+from app.services import provenance
+from app.services.resources import check_references
+from app.services.unit_of_work import UnitOfWork
+
+TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+CLOSED = frozenset({"completed", "cancelled", "entered-in-error", "failed", "rejected"})
+
+
+class Fulfilment:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.repo = uow.repo
+        self.principal = uow.principal
+
+    def _write_new(
+        self, rtype: str, rid: str, doc: dict[str, Any], *, reason: str | None
+    ) -> StoredResource:
+        return provenance.write_new(self.repo, self.principal, rtype, rid, doc, reason)
+
+    def _write(
+        self, rtype: str, rid: str, doc: dict[str, Any], expected: int, *, reason: str | None
+    ) -> StoredResource:
+        return provenance.write(self.repo, self.principal, rtype, rid, doc, expected, reason)
+
+    def create_task(self, order: StoredResource, patient_id: str, now: datetime) -> StoredResource:
+        content = order.content
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
+            "focus": {"reference": order.reference},
+            "basedOn": [{"reference": order.reference}],
+            "for": {"reference": f"Patient/{patient_id}"},
+            "authoredOn": format_instant(now),
+        }
+        if content.get("encounter"):
+            task["encounter"] = content["encounter"]
+        owner = (
+            (content.get("performer") or [None])[0]
+            if isinstance(content.get("performer"), list)
+            else content.get("performer")
+        )
+        if owner:
+            task["owner"] = owner
+        if order.resource_type == "ServiceRequest" and is_referral(content):
+            task["businessStatus"] = business_status("pending_scheduling")
+        rid = new_id("Task")
+        return self._write_new("Task", rid, task, reason="order activated")
+
+    def close_tasks(self, order: StoredResource, status: str, reason: str | None) -> None:
+        for task in self.tasks_of(order):
+            if task.content.get("status") in (
+                "completed",
+                "cancelled",
+                "entered-in-error",
+                "failed",
+                "rejected",
+            ):
+                continue
+            doc = {**task.content, "status": status}
+            self._write("Task", task.id, doc, task.version_id, reason=reason or f"order {status}")
+
+    def tasks_of(self, order: StoredResource) -> list[StoredResource]:
+        query = parse_search("Task", [("focus", order.reference), ("_count", "100")])
+        query.with_total = False
+        return self.repo.search(query).resources
+
+    def update_task(
+        self, task_id: str, body: Any, *, if_match: int | None, reason: str | None
+    ) -> StoredResource:
+        """A performer updates the Task. Completion completes the order (same transaction);
+        a referral Task with an Appointment in its output becomes `scheduled`."""
+        access.require(self.principal, access.Action.TASK_WRITE)
+        doc = dict(validate_resource("Task", body))
+        check_references(self.uow, "Task", doc)
+        current = self.repo.read("Task", task_id, for_update=True)
+        if current is None:
+            raise ResourceNotFound(f"Task/{task_id} not found; Tasks are created on activation")
+        focus = parse_reference((doc.get("focus") or {}).get("reference", ""))
+        order = self.repo.read(focus[0], focus[1]) if focus and focus[0] in ORDER_TYPES else None
+        if order and order.resource_type == "ServiceRequest" and is_referral(order.content):
+            has_appointment = any(
+                (o.get("valueReference") or {}).get("reference", "").startswith("Appointment/")
+                for o in doc.get("output", [])
+            )
+            if has_appointment:
+                doc["businessStatus"] = business_status("scheduled")
+        expected = if_match if if_match is not None else current.version_id
+        stored = self._write("Task", task_id, doc, expected, reason=reason)
+        was_done = current.content.get("status") == "completed"
+        if order and doc.get("status") == "completed" and not was_done:
+            self._complete_order(order)
+        return stored
+
+    def _complete_order(self, order: StoredResource) -> None:
+        state = state_of(order.content["status"])
+        next_state(state, Action.COMPLETE)
+        doc = {**order.content, "status": "completed"}
+        self._write(
+            order.resource_type, order.id, doc, order.version_id, reason="fulfilment task completed"
+        )

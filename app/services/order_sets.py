@@ -231,32 +231,16 @@ class OrderSetService:
         if blocked:
             raise _hard_stop(plan, blocked)
 
+        instance = Instance(
+            plan, plan_canonical, group_identifier, patient, encounter, author, authored
+        )
         group = ResourceService(self.uow).create(
             "RequestGroup",
-            _request_group(
-                plan,
-                plan_canonical,
-                orders,
-                identifier=group_identifier,
-                patient=patient,
-                encounter=encounter,
-                author=author,
-                authored=authored,
-            ),
+            _request_group(instance, orders),
             rid=group_id,
             reason=why,
         )
-        care_plan = _care_plan(
-            plan,
-            plan_canonical,
-            group,
-            alerts,
-            identifier=group_identifier,
-            patient=patient,
-            encounter=encounter,
-            author=author,
-            authored=authored,
-        )
+        care_plan = _care_plan(instance, group, alerts)
         return ApplyResult(care_plan, group, [o for _t, o in orders], alerts)
 
     # ------------------------------------------------------------------ templates
@@ -521,30 +505,35 @@ def _hard_stop(plan: StoredResource, blocked: list[tuple[Template, CdsHardStop]]
     )
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One application of a plan: what its RequestGroup and CarePlan share."""
+
+    plan: StoredResource
+    canonical: str
+    identifier: dict[str, str]
+    patient: dict[str, Any]
+    encounter: dict[str, Any] | None
+    author: dict[str, Any] | None
+    authored: str
+
+
 def _request_group(
-    plan: StoredResource,
-    plan_canonical: str,
-    orders: list[tuple[Template, StoredResource]],
-    *,
-    identifier: dict[str, str],
-    patient: dict[str, Any],
-    encounter: dict[str, Any] | None,
-    author: dict[str, Any] | None,
-    authored: str,
+    instance: Instance, orders: list[tuple[Template, StoredResource]]
 ) -> dict[str, Any]:
     group: dict[str, Any] = {
         "resourceType": "RequestGroup",
-        "instantiatesCanonical": [plan_canonical],
-        "groupIdentifier": identifier,
+        "instantiatesCanonical": [instance.canonical],
+        "groupIdentifier": instance.identifier,
         "status": "draft",
         "intent": "order",
-        "subject": patient,
+        "subject": instance.patient,
     }
-    if encounter:
-        group["encounter"] = encounter
-    group["authoredOn"] = authored
-    if author:
-        group["author"] = author
+    if instance.encounter:
+        group["encounter"] = instance.encounter
+    group["authoredOn"] = instance.authored
+    if instance.author:
+        group["author"] = instance.author
     actions = []
     for template, order in orders:
         action: dict[str, Any] = {}
@@ -559,33 +548,24 @@ def _request_group(
 
 
 def _care_plan(
-    plan: StoredResource,
-    plan_canonical: str,
-    group: StoredResource,
-    alerts: list[dict[str, Any]],
-    *,
-    identifier: dict[str, str],
-    patient: dict[str, Any],
-    encounter: dict[str, Any] | None,
-    author: dict[str, Any] | None,
-    authored: str,
+    instance: Instance, group: StoredResource, alerts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     care_plan: dict[str, Any] = {
         "resourceType": "CarePlan",
-        "identifier": [identifier],
-        "instantiatesCanonical": [plan_canonical],
+        "identifier": [instance.identifier],
+        "instantiatesCanonical": [instance.canonical],
         "status": "draft",
         "intent": "order",
     }
-    title = plan.content.get("title") or plan.content.get("name")
+    title = instance.plan.content.get("title") or instance.plan.content.get("name")
     if title:
         care_plan["title"] = title
-    care_plan["subject"] = patient
-    if encounter:
-        care_plan["encounter"] = encounter
-    care_plan["created"] = authored
-    if author:
-        care_plan["author"] = author
+    care_plan["subject"] = instance.patient
+    if instance.encounter:
+        care_plan["encounter"] = instance.encounter
+    care_plan["created"] = instance.authored
+    if instance.author:
+        care_plan["author"] = instance.author
     if alerts:
         care_plan["supportingInfo"] = [
             {"reference": f"DetectedIssue/{a['id']}", "display": _alert_display(a)} for a in alerts

@@ -183,6 +183,38 @@ class Repository:
         row = self.session.execute(select(R).where(*where)).first()
         return self._row(row) if row else None
 
+    def referencing(
+        self, source_type: str, param: str, targets: Iterable[tuple[str, str]]
+    ) -> list[StoredResource]:
+        """Resources of `source_type` whose reference parameter `param` points at any of
+        `targets` ((type, id) pairs): one query for a whole page (e.g. the alerts or Tasks
+        of twenty orders), instead of one per target."""
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for rtype, rid in targets:
+            by_type[rtype].add(rid)
+        if not by_type:
+            return []
+        sub = select(REF.c.res_id).where(
+            REF.c.tenant_id == self.tenant_id,
+            REF.c.res_type == source_type,
+            REF.c.param == param,
+            or_(*[and_(REF.c.ref_type == t, REF.c.ref_id.in_(ids)) for t, ids in by_type.items()]),
+        )
+        rows = self.session.execute(select(R).where(*self._scoped(source_type), R.c.id.in_(sub)))
+        return [self._row(r) for r in rows]
+
+    def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:
+        """When version 1 of each resource was written."""
+        rows = self.session.execute(
+            select(V.c.id, V.c.last_updated).where(
+                V.c.tenant_id == self.tenant_id,
+                V.c.res_type == resource_type,
+                V.c.id.in_(list(ids)),
+                V.c.version_id == 1,
+            )
+        )
+        return {r.id: r.last_updated for r in rows}
+
     def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
         by_type: dict[str, set[str]] = defaultdict(set)
         for rtype, rid in refs:

@@ -5,13 +5,16 @@ No writes here. Shared by the legacy face (and anything else that shows orders).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.domain import access
 from app.domain.lifecycle import ORDER_TYPES
 from app.errors import OrderNotFound
 from app.fhir.repository import StoredResource
+from app.fhir.search.dates import format_instant
 from app.fhir.search.query import parse_search
 from app.services.unit_of_work import UnitOfWork
 
@@ -50,34 +53,49 @@ class OrderReader:
             raise OrderNotFound(f"Order {rid} not found")
         return found
 
-    def snapshot(
-        self, rid: str, types: tuple[str, ...] = ORDER_TYPES, *, with_history: bool = True
-    ) -> OrderSnapshot:
+    def snapshot(self, rid: str, types: tuple[str, ...] = ORDER_TYPES) -> OrderSnapshot:
+        """One order with its versions, their Provenance, its alerts and its Task."""
         order = self.find(rid, types)
-        return self.snapshot_of(order, with_history=with_history)
-
-    def snapshot_of(self, order: StoredResource, *, with_history: bool = True) -> OrderSnapshot:
-        versions: list[dict[str, Any]] = []
-        provenance: list[dict[str, Any]] = []
-        if with_history:
-            found = self.repo.history(order.resource_type, order.id, count=1000)
-            versions = [v.content for v in reversed(found[0])] if found else []
-            provenance = self._search("Provenance", [("target", order.reference)])
-            first = versions[0] if versions else order.content
-        else:
-            v1 = self.repo.vread(order.resource_type, order.id, 1)
-            first = v1.content if v1 else order.content
-        created_at = str((first.get("meta") or {}).get("lastUpdated"))
-        alerts = self._search("DetectedIssue", [("implicated", order.reference)])
-        alerts = [
-            a
-            for a in alerts
-            if (a.get("implicated") or [{}])[0].get("reference") == order.reference
-        ]
-        tasks = self._search("Task", [("focus", order.reference)])
+        found = self.repo.history(order.resource_type, order.id, count=1000)
+        versions = [v.content for v in reversed(found[0])] if found else []
+        provenance = self._search("Provenance", [("target", order.reference)])
+        first = versions[0] if versions else order.content
+        [summary] = self.summaries([order])
         return OrderSnapshot(
-            order, versions, provenance, alerts, tasks[0] if tasks else None, created_at
+            order,
+            versions,
+            provenance,
+            summary.alerts,
+            summary.task,
+            str((first.get("meta") or {}).get("lastUpdated")),
         )
+
+    def summaries(self, orders: list[StoredResource]) -> list[OrderSnapshot]:
+        """Snapshots without history for a page of orders, in a fixed number of queries
+        (alerts, Tasks, creation times) whatever the page size."""
+        refs = [(o.resource_type, o.id) for o in orders]
+        alerts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for issue in self.repo.referencing("DetectedIssue", "implicated", refs):
+            primary = (issue.content.get("implicated") or [{}])[0].get("reference")
+            alerts[str(primary)].append(issue.content)
+        tasks: dict[str, dict[str, Any]] = {}
+        for task in self.repo.referencing("Task", "focus", refs):
+            tasks.setdefault(str(task.content.get("focus", {}).get("reference")), task.content)
+        created: dict[str, datetime] = {}
+        for rtype in {o.resource_type for o in orders}:
+            ids = [o.id for o in orders if o.resource_type == rtype]
+            created.update(self.repo.created_at(rtype, ids))
+        return [
+            OrderSnapshot(
+                o,
+                [],
+                [],
+                alerts.get(o.reference, []),
+                tasks.get(o.reference),
+                format_instant(created.get(o.id, o.last_updated)),
+            )
+            for o in orders
+        ]
 
     def page(
         self, searches: list[tuple[str, list[tuple[str, str]]]], *, page: int, page_size: int

@@ -131,7 +131,7 @@ def list_orders() -> Response:
         page = reader.page(
             mapping.order_searches(query), page=query["page"], page_size=query["pageSize"]
         )
-        items = [_summary(reader.snapshot_of(r, with_history=False)) for r in page.items]
+        items = [_summary(snap) for snap in reader.summaries(page.items)]
     return json(
         {"items": items, "page": query["page"], "pageSize": query["pageSize"], "total": page.total}
     )

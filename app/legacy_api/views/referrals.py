@@ -49,7 +49,7 @@ def list_referrals() -> Response:
         found = reader.page(
             [("ServiceRequest", mapping.referral_search(query))], page=1, page_size=MAX_REFERRALS
         )
-        snaps = [reader.snapshot_of(r, with_history=False) for r in found.items]
+        snaps = reader.summaries(found.items)
     wanted = query.get("referralStatus")
     items: list[dict[str, Any]] = [
         _item(s) for s in snaps if wanted is None or mapping.referral_status(s.task) == wanted

@@ -413,6 +413,19 @@ class Repository:
             return SearchPage([], total, None, None)
         return self._page(query, where, total)
 
+    def search_all(self, query: SearchQuery, *, page_size: int = 1000) -> list[StoredResource]:
+        """Every match, following keyset pages to the end: for checks that must see all of
+        a patient's orders (decision support), where a page cap would hide some."""
+        query.with_total = False
+        query.count = page_size
+        found: list[StoredResource] = []
+        while True:
+            page = self.search(query)
+            found += page.resources
+            if page.next_cursor is None:
+                return found
+            query.cursor = page.next_cursor
+
     def _page(
         self, query: SearchQuery, where: list[ColumnElement[bool]], total: int | None
     ) -> SearchPage:

@@ -21,9 +21,9 @@ from app.domain import access
 from app.domain.lifecycle import ORDER_TYPES
 from app.errors import AppError, CdsAlertNotFound, Issue, ValidationFailed
 from app.fhir.search.extract import parse_reference
-from app.fhir.search.query import parse_search
 from app.services import alerts as alert_store
 from app.services.orders import COUNTS_AT_CREATE, COUNTS_AT_SIGN, OrderService
+from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
 
 CARD_NAMESPACE = uuid.UUID("5b1f0c3e-8a7d-4c1e-9f2a-3d6b7e8f9a0b")
@@ -166,22 +166,18 @@ class DecisionSupport:
                 if isinstance(e, dict) and isinstance(e.get("resource"), dict)
             ]
             return [r for r in found if statuses is None or r.get("status") in statuses]
-        params = [("patient", patient_id), ("_count", "1000")]
+        params = [("patient", patient_id)]
         if statuses:
             params.append(("status", ",".join(statuses)))
-        query = parse_search(PREFETCH_TYPES[key], params)
-        query.with_total = False
-        return [r.content for r in self.uow.repo.search(query).resources]
+        return find_all(self.uow, PREFETCH_TYPES[key], params)
 
     def _cards(self, ref: str, found: list[Alert], hook_instance: str) -> list[dict[str, Any]]:
         """Cards for one draft; alerts already stored for that order keep their uuid."""
         stored: dict[str, str] = {}
         parsed = parse_reference(ref)
         if parsed and self.uow.repo.read(parsed[0], parsed[1]) is not None:
-            query = parse_search("DetectedIssue", [("implicated", ref), ("_count", "1000")])
-            query.with_total = False
-            for issue in self.uow.repo.search(query).resources:
-                v = alert_store.view(issue.content)
+            for issue in find_all(self.uow, "DetectedIssue", [("implicated", ref)]):
+                v = alert_store.view(issue)
                 if not v.resolved:
                     stored[v.cause] = card_uuid(v.id)
         return [

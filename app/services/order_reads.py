@@ -16,6 +16,7 @@ from app.errors import OrderNotFound
 from app.fhir.repository import StoredResource
 from app.fhir.search.dates import format_instant
 from app.fhir.search.query import parse_search
+from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
 
 
@@ -116,6 +117,4 @@ class OrderReader:
         return OrderPage(merged[(page - 1) * page_size : wanted], total)
 
     def _search(self, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        query = parse_search(rtype, [*params, ("_count", "1000")])
-        query.with_total = False
-        return [r.content for r in self.repo.search(query).resources]
+        return find_all(self.uow, rtype, params)

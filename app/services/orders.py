@@ -45,11 +45,10 @@ from app.errors import (
 from app.fhir.models import validate_resource
 from app.fhir.repository import StoredResource, utcnow
 from app.fhir.search.extract import parse_reference
-from app.fhir.search.query import parse_search
 from app.services import alerts as alert_store
 from app.services import provenance
 from app.services.fulfilment import Fulfilment
-from app.services.resources import check_references
+from app.services.resources import check_references, find_all
 from app.services.unit_of_work import UnitOfWork
 
 #: `conditional_keys.res_type` for client mutation keys (one namespace for all order types).
@@ -238,9 +237,7 @@ class OrderService:
         )
 
     def _search(self, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        query = parse_search(rtype, [*params, ("_count", "1000")])
-        query.with_total = False
-        return [r.content for r in self.repo.search(query).resources]
+        return find_all(self.uow, rtype, params)
 
     # ------------------------------------------------------------------ transitions
     def locate(self, rid: str) -> StoredResource:
@@ -378,12 +375,10 @@ class OrderService:
         return saved.content
 
     def _alerts_of(self, order: StoredResource) -> list[dict[str, Any]]:
-        query = parse_search("DetectedIssue", [("implicated", order.reference), ("_count", "1000")])
-        query.with_total = False
         return [
-            r.content
-            for r in self.repo.search(query).resources
-            if (r.content.get("implicated") or [{}])[0].get("reference") == order.reference
+            issue
+            for issue in find_all(self.uow, "DetectedIssue", [("implicated", order.reference)])
+            if (issue.get("implicated") or [{}])[0].get("reference") == order.reference
         ]
 
     def alerts(self, resource_type: str, rid: str) -> list[dict[str, Any]]:

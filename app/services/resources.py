@@ -85,6 +85,14 @@ def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) 
         raise ValidationFailed("Unresolvable reference(s)", issues=missing)
 
 
+def find_all(
+    uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Every resource matching `params` (all pages), as JSON."""
+    query = parse_search(resource_type, params, strict=True)
+    return [r.content for r in uow.repo.search_all(query)]
+
+
 def conditional_key(resource_type: str, query: SearchQuery) -> str:
     """A stable hash of the match URL, so the same condition always claims the same key."""
     canonical = "&".join(f"{k}={v}" for k, v in sorted(query.echo))

@@ -25,5 +25,7 @@ lint: venv ## ruff check, ruff format --check and mypy on app/
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy app
 
-bench: ## Benchmarks (placeholder)
-	@echo "bench: no benchmarks yet; they come later (see benchmarks/)."
+bench: venv services ## Benchmark gunicorn+PostgreSQL+Redis, print the table (ARGS="--scale 1000000")
+	@.venv/bin/python -c 'import psutil' 2>/dev/null || \
+		.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -e '.[test,bench]'
+	.venv/bin/python -m benchmarks.run $(ARGS)

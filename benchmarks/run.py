@@ -1,0 +1,787 @@
+"""One command that benchmarks the production stack and prints one table.
+
+    .venv/bin/python -m benchmarks.run [--scale 20000] [--workers 2] [--threads 4]
+        [--clients 16] [--warmup 5] [--duration 20] [--phases get,search,...]
+        [--explain] [--profile DIR] [--json FILE]
+
+(`make bench ARGS="..."` runs the same.) It:
+
+1. drops and creates the database `orders_bench`, runs `orders-service migrate`, flushes
+   Redis db 14, and seeds through the repository's bulk path (benchmarks/seed.py) — not
+   HTTP: `--scale` ServiceRequests, `--hot` of them on one patient (80% active), the rest
+   spread over `--patients` patients, each with an in-progress Encounter;
+2. starts `orders-service serve` (gunicorn, `--workers` x `--threads`) on a free loopback
+   port with a temporary instance folder (development tokens), waits for /readyz, and always
+   stops it at the end (errors and Ctrl-C included);
+3. runs each phase with `--clients` closed-loop clients: `--warmup` s unmeasured, then a
+   `--duration` s window — req/s, p50/p95/p99, errors (unexpected statuses), server CPU
+   (gunicorn master + workers), PostgreSQL CPU, the load generator's CPU, workers' peak RSS;
+4. measures raw PostgreSQL insert and primary-key select rates with the same machinery
+   (benchmarks/raw_pg.py) and prints every phase as a fraction of them, with the targets of
+   issue 5 marked met / not met.
+
+Pools that write phases consume (drafts to PUT and to activate, patients for the CDS
+create) are seeded just before their phase, sized from the write rates already measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from benchmarks import seed as seeding
+from benchmarks.load import HttpClient, Monitor, Operation, PhaseResult, expect, run_phase
+from benchmarks.raw_pg import MAX_CONNECTIONS, RawPostgres
+from benchmarks.roundtrips import Counter_, Counts
+from benchmarks.server import Server, free_port, run_cli
+
+TENANT = "bench"
+FHIR = "/fhir/R4"
+ALL_PHASES = [
+    "raw-insert",
+    "raw-select",
+    "get",
+    "search",
+    "legacy-list",
+    "post",
+    "put",
+    "activate",
+    "legacy-create",
+]
+LABELS = {
+    "raw-insert": "raw PG insert, 1 row/txn",
+    "raw-select": "raw PG select by primary key",
+    "get": "GET ServiceRequest/{id}",
+    "search": "search patient+status=active _count=20",
+    "legacy-list": "GET /api/v1/orders?patientId (hot)",
+    "post": "POST ServiceRequest (draft, CDS)",
+    "put": "PUT ServiceRequest with If-Match",
+    "activate": "POST ServiceRequest/{id}/$activate",
+    "legacy-create": "POST /api/v1/orders medication+CDS",
+}
+#: Issue 5 targets: fraction of the raw insert rate measured in the same run.
+RATIO_TARGETS = [
+    ("post", "FHIR POST", 0.10),
+    ("put", "PUT with If-Match", 0.08),
+    ("legacy-create", "legacy create with CDS", 0.07),
+    ("search", "patient search", 0.11),
+    ("get", "GET by id", 0.35),
+]
+WRITE_PHASES = ["post", "put", "activate", "legacy-create"]
+WRITE_P99_MS = 50.0
+PUT_DRAFTS_PER_CLIENT = 40
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark orders-service (gunicorn + PostgreSQL + Redis) on loopback.",
+    )
+    p.add_argument("--scale", type=int, default=20_000, help="ServiceRequests to seed")
+    p.add_argument("--hot", type=int, default=2_000, help="of which on the one hot patient")
+    p.add_argument("--patients", type=int, default=None, help="other patients [scale/20]")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients per phase")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
+    p.add_argument(
+        "--phases",
+        default=",".join(ALL_PHASES),
+        help=f"comma-separated subset of {','.join(ALL_PHASES)} (or 'none')",
+    )
+    p.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the search phase SQL")
+    p.add_argument("--profile", type=Path, default=None, help="py-spy each phase into DIR")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--database", default="orders_bench")
+    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="server URL")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    p.add_argument("--port", type=int, default=0, help="server port [a free one]")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the data set")
+    args = p.parse_args(argv)
+    phases = [] if args.phases.strip() in ("", "none") else args.phases.split(",")
+    unknown = [x for x in phases if x not in ALL_PHASES]
+    if unknown:
+        p.error(f"unknown phase(s) {unknown}; choose from {ALL_PHASES}")
+    args.phase_list = [x for x in ALL_PHASES if x in phases]  # always in the canonical order
+    args.patients = args.patients or max(50, args.scale // 20)
+    return args
+
+
+# ---------------------------------------------------------------------- set-up
+def fresh_database(pg: str, name: str) -> None:
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def vacuum_analyze(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def explain_search(engine: Any, data: seeding.Dataset) -> str:
+    """The exact statements the repository issues for the search phase, under EXPLAIN."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from app.fhir.repository import Repository
+    from app.fhir.search.query import parse_search
+
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, params: Any, _x: Any, _m: bool) -> None:
+        captured.append((statement, params))
+
+    params = [("patient", data.hot_patient), ("status", "active"), ("_count", "20")]
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with Session(engine) as session:
+            page = Repository(session, data.tenant).search(parse_search("ServiceRequest", params))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    out = [
+        f"EXPLAIN of ServiceRequest?patient={data.hot_patient}&status=active&_count=20 "
+        f"(total {page.total}, page of {len(page.resources)}):"
+    ]
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        for statement, values in captured:
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, values)
+            out.append("\n-- " + " ".join(statement.split()))
+            out.extend(str(line) for (line,) in cur.fetchall())
+    finally:
+        raw.close()
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- phases
+class Bench:
+    def __init__(
+        self, args: argparse.Namespace, port: int, token: str, data: seeding.Dataset, dsn: str
+    ):
+        self.args = args
+        self.dsn = dsn
+        self.port = port
+        self.data = data
+        self.rng = random.Random(args.seed + 1)
+        auth = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
+        self.fhir_headers = {
+            **auth,
+            "Accept": "application/fhir+json",
+            "Content-Type": "application/fhir+json",
+        }
+        self.json_headers = {
+            **auth,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        self.put_pool: list[list[seeding.Draft]] = []
+        self.activate_pool: list[seeding.Draft] = []
+        self.cds_pool: list[tuple[str, str]] = []
+        self.results: dict[str, PhaseResult] = {}
+        self.pool_notes: dict[str, str] = {}
+        #: Set while counting round trips: operations then go to an in-process app.
+        self.client_override: Callable[[], Any] | None = None
+
+    def client(self) -> Any:
+        if self.client_override is not None:
+            return self.client_override()
+        return HttpClient("127.0.0.1", self.port)
+
+    def pool_size(self, factor: float = 2.0) -> int:
+        """Enough single-use items for the next write phase: `factor` x the fastest write
+        rate seen (or 300 req/s before any), over warm-up and window, plus slack."""
+        rates = [self.results[p].rps for p in WRITE_PHASES if p in self.results]
+        rate = factor * max(rates) if rates else 300.0
+        span = self.args.warmup + self.args.duration
+        return int(rate * span) + 20 * self.args.clients
+
+    # -- the HTTP phases ------------------------------------------------------------
+    def get(self, i: int) -> Operation:
+        http, rng, ids = self.client(), random.Random(i), self.data.service_requests
+        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+
+        def op() -> tuple[bool, str, str | None]:
+            rid = ids[rng.randrange(len(ids))]
+            status, _h, data = http.request("GET", f"{FHIR}/ServiceRequest/{rid}", None, headers)
+            return expect(status, 200, data)
+
+        return op
+
+    def search(self, i: int) -> Operation:
+        http = self.client()
+        path = f"{FHIR}/ServiceRequest?patient={self.data.hot_patient}&status=active&_count=20"
+        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+
+        def op() -> tuple[bool, str, str | None]:
+            status, _h, data = http.request("GET", path, None, headers)
+            return expect(status, 200, data)
+
+        return op
+
+    def legacy_list(self, i: int) -> Operation:
+        from app.domain.ids import to_legacy
+
+        http = self.client()
+        path = f"/api/v1/orders?patientId={to_legacy(self.data.hot_patient)}"
+        headers = {k: v for k, v in self.json_headers.items() if k != "Content-Type"}
+
+        def op() -> tuple[bool, str, str | None]:
+            status, _h, data = http.request("GET", path, None, headers)
+            return expect(status, 200, data)
+
+        return op
+
+    def post(self, i: int) -> Operation:
+        http, rng = self.client(), random.Random(100 + i)
+        patients, encounters = self.data.patients, self.data.encounters
+        counter = itertools.count()
+
+        def op() -> tuple[bool, str, str | None]:
+            n = next(counter)
+            pid = patients[rng.randrange(len(patients))]
+            body = seeding.service_request(
+                pid,
+                encounters[pid],
+                "draft",
+                seeding.unique_lab(n, f"POST{i}"),
+                n,
+                system=seeding.BENCH_LAB,
+            )
+            status, _h, data = http.request(
+                "POST", f"{FHIR}/ServiceRequest", orjson.dumps(body), self.fhir_headers
+            )
+            return expect(status, 201, data)
+
+        return op
+
+    def put(self, i: int) -> Operation:
+        http = self.client()
+        mine = self.put_pool[i]
+        counter = itertools.count()
+
+        def op() -> tuple[bool, str, str | None]:
+            n = next(counter)
+            draft = mine[n % len(mine)]
+            body = {
+                **draft.content,
+                "id": draft.id,
+                "note": [{"text": f"Edited by benchmark client {i}, edit {n}"}],
+            }
+            headers = {**self.fhir_headers, "If-Match": f'W/"{draft.version}"'}
+            status, resp_headers, data = http.request(
+                "PUT", f"{FHIR}/ServiceRequest/{draft.id}", orjson.dumps(body), headers
+            )
+            if status == 200:
+                draft.version = int(resp_headers["ETag"].removeprefix("W/").strip('"'))
+            elif status in (409, 412):  # resynchronise our version, count the error
+                s2, h2, _d = http.request(
+                    "GET", f"{FHIR}/ServiceRequest/{draft.id}", None, self.fhir_headers
+                )
+                if s2 == 200:
+                    draft.version = int(h2["ETag"].removeprefix("W/").strip('"'))
+            return expect(status, 200, data)
+
+        return op
+
+    def activate(self, i: int) -> Operation:
+        http = self.client()
+        pool = self.activate_pool
+        counter = self._shared_counter
+        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+
+        def op() -> tuple[bool, str, str | None]:
+            n = next(counter)
+            if n >= len(pool):
+                raise StopIteration
+            draft = pool[n]
+            status, _h, data = http.request(
+                "POST",
+                f"{FHIR}/ServiceRequest/{draft.id}/$activate",
+                None,
+                {**headers, "If-Match": 'W/"1"'},
+            )
+            return expect(status, 200, data)
+
+        return op
+
+    def legacy_create(self, i: int) -> Operation:
+        http = self.client()
+        pool = self.cds_pool
+        counter = self._shared_counter
+
+        def op() -> tuple[bool, str, str | None]:
+            n = next(counter)
+            pid, eid = pool[n % len(pool)]  # wraps only if the pool ran out (noted)
+            body = seeding.legacy_medication(pid, eid, f"bench-{uuid.uuid4().hex}")
+            status, _h, data = http.request(
+                "POST", "/api/v1/orders", orjson.dumps(body), self.json_headers
+            )
+            return expect(status, 201, data)
+
+        return op
+
+    # -- pools ------------------------------------------------------------------------
+    def prepare(self, phase: str, engine: Any) -> None:
+        self._shared_counter = itertools.count()
+        started = time.perf_counter()
+        if phase == "put":
+            n = self.args.clients * PUT_DRAFTS_PER_CLIENT
+            made = seeding.drafts(engine, self.data, n, "PUT", self.rng)
+            self.put_pool = [
+                made[k * PUT_DRAFTS_PER_CLIENT : (k + 1) * PUT_DRAFTS_PER_CLIENT]
+                for k in range(self.args.clients)
+            ]
+            what = f"{n} drafts ({PUT_DRAFTS_PER_CLIENT} per client)"
+        elif phase == "activate":
+            n = self.pool_size()
+            self.activate_pool = seeding.drafts(engine, self.data, n, "ACT", self.rng)
+            what = f"{n} fresh draft lab orders"
+        elif phase == "legacy-create":
+            n = self.pool_size(1.3)  # if it runs out it wraps (duplicate-order alerts then)
+            self.cds_pool = seeding.cds_patients(engine, TENANT, n)
+            what = f"{n} patients with an allergy and 3 active medications"
+        else:
+            return
+        vacuum_analyze(self.dsn)  # fresh statistics, as a live database would have
+        self.pool_notes[phase] = what
+        print(f"  pool for {phase}: {what}, seeded in {time.perf_counter() - started:.1f}s")
+
+    def factory(self, phase: str) -> Callable[[int], Operation]:
+        return {
+            "get": self.get,
+            "search": self.search,
+            "legacy-list": self.legacy_list,
+            "post": self.post,
+            "put": self.put,
+            "activate": self.activate,
+            "legacy-create": self.legacy_create,
+        }[phase]
+
+
+# ---------------------------------------------------------------------- profiling
+class Profiler:
+    """py-spy on every worker during each phase window (perturbs the numbers a little)."""
+
+    def __init__(self, out_dir: Path, server: Server, duration: float) -> None:
+        import shutil
+
+        self.out_dir = out_dir
+        self.server = server
+        self.duration = duration
+        exe = Path(sys.executable).parent / "py-spy"
+        self.exe = str(exe) if exe.exists() else shutil.which("py-spy")
+        if self.exe is None:
+            raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.files: list[Path] = []
+        self.phase = ""
+
+    def hook(self, phase: str) -> Callable[[bool], None]:
+        def on_window(opening: bool) -> None:
+            if opening:
+                self.phase = phase
+                self.files = []
+                for k, pid in enumerate(self.server.worker_pids()):
+                    path = self.out_dir / f"{phase}.worker{k}.txt"
+                    self.files.append(path)
+                    self.procs.append(
+                        subprocess.Popen(
+                            [
+                                str(self.exe),
+                                "record",
+                                "--pid",
+                                str(pid),
+                                "--duration",
+                                str(max(1, int(self.duration) - 1)),
+                                "--rate",
+                                "100",
+                                "--gil",
+                                "--nonblocking",
+                                "--format",
+                                "raw",
+                                "--output",
+                                str(path),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+
+        return on_window
+
+    def finish(self) -> str:
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=self.duration + 30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        self.procs = []
+        from benchmarks.profile_summary import load, summarise
+
+        files = [f for f in self.files if f.exists()]
+        text = summarise(load(files)) if files else "  (py-spy wrote nothing)"
+        (self.out_dir / f"{self.phase}.summary.txt").write_text(text + "\n")
+        return text
+
+
+# ---------------------------------------------------------------------- report
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:{spec}}{suffix}"
+
+
+def report(
+    results: dict[str, PhaseResult], args: argparse.Namespace, trips: dict[str, Counts]
+) -> tuple[str, list[dict]]:
+    raw_insert = results.get("raw-insert")
+    raw_select = results.get("raw-select")
+    ins = raw_insert.rps if raw_insert else None
+    sel = raw_select.rps if raw_select else None
+    cols = [
+        ("phase", "<", 38),
+        ("req/s", ">", 8),
+        ("p50 ms", ">", 7),
+        ("p95 ms", ">", 7),
+        ("p99 ms", ">", 7),
+        ("errors", ">", 6),
+        ("server CPU", ">", 10),
+        ("PG CPU", ">", 7),
+        ("client CPU", ">", 10),
+        ("other CPU", ">", 9),
+        ("peak RSS", ">", 9),
+        ("srv ms/req", ">", 10),
+        ("DB trips", ">", 8),
+        ("% raw insert", ">", 12),
+        ("% raw select", ">", 12),
+    ]
+    head = " | ".join(f"{name:{align}{w}}" for name, align, w in cols)
+    lines = [head, "-+-".join("-" * w for _n, _a, w in cols)]
+    for name in args.phase_list:
+        r = results.get(name)
+        if r is None:
+            continue
+        m = r.metrics
+        label = LABELS[name] + (f", {r.clients} conns" if name.startswith("raw") else "")
+        errors = str(r.errors) + ("*" if r.exhausted else "")
+        cells = [
+            label,
+            _fmt(r.rps, ",.0f"),
+            _fmt(r.pct(50), ".1f"),
+            _fmt(r.pct(95), ".1f"),
+            _fmt(r.pct(99), ".1f"),
+            errors,
+            _fmt(m.get("server_cpu") if not name.startswith("raw") else None, ".0f", "%"),
+            _fmt(m.get("pg_cpu"), ".0f", "%"),
+            _fmt(m.get("client_cpu"), ".0f", "%"),
+            _fmt(m.get("other_cpu"), ".0f", "%"),
+            _fmt(m.get("peak_rss_mb") if not name.startswith("raw") else None, ".0f", " MB"),
+            _fmt(r.server_ms_per_request if not name.startswith("raw") else None, ".2f"),
+            str(trips[name].round_trips)
+            if name in trips
+            else ("1" if name.startswith("raw") else "-"),
+            _fmt(100.0 * r.rps / ins if ins else None, ".1f", "%"),
+            _fmt(
+                100.0 * r.rps / sel if sel and name in ("get", "raw-select") else None, ".1f", "%"
+            ),
+        ]
+        lines.append(" | ".join(f"{c:{a}{w}}" for c, (_n, a, w) in zip(cells, cols, strict=True)))
+    lines.append(
+        "CPU columns: % of one core over the window (this machine has "
+        f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%). server = gunicorn master + "
+        "workers; PG = all postgres processes; client = this load generator; other = the rest "
+        "of the machine (other jobs, kernel), i.e. noise. srv ms/req = server CPU ms per "
+        "request. DB trips = database round trips one request makes (statements + pre-ping, "
+        "BEGIN, COMMIT per transaction; see below). * = a single-use pool ran out."
+    )
+    noisy = [
+        name
+        for name in args.phase_list
+        if name in results and (results[name].metrics.get("other_cpu") or 0.0) > 25.0
+    ]
+    if noisy:
+        lines.append(
+            f"WARNING: other work used > 25% of a core during {', '.join(noisy)}: those "
+            "absolute numbers (and ratios) understate this server; run again on a quiet machine."
+        )
+    if trips:
+        lines.append("")
+        lines.append("Round trips of one request per phase (replayed in-process, instrumented):")
+        for name in args.phase_list:
+            if name in trips:
+                lines.append(f"  {name:<14} {trips[name].describe()}")
+    checks: list[dict] = []
+    for phase, what, frac in RATIO_TARGETS:
+        r = results.get(phase)
+        if r is None or not ins:
+            continue
+        ratio = r.rps / ins
+        checks.append(
+            {
+                "target": f"{what} >= {frac:.0%} of raw insert",
+                "measured": f"{ratio:.1%} ({r.rps:,.0f} vs {ins:,.0f} req/s)",
+                "met": ratio >= frac,
+            }
+        )
+    for phase in WRITE_PHASES:
+        r = results.get(phase)
+        if r is None or not r.requests:
+            continue
+        checks.append(
+            {
+                "target": f"{LABELS[phase]}: p99 < {WRITE_P99_MS:.0f} ms",
+                "measured": f"{r.pct(99):.1f} ms",
+                "met": r.pct(99) < WRITE_P99_MS,
+            }
+        )
+    http = [r for n, r in results.items() if not n.startswith("raw")]
+    if http:
+        total = sum(r.errors for r in http)
+        checks.append({"target": "no errors", "measured": f"{total} errors", "met": total == 0})
+    if checks:
+        lines.append("")
+        lines.append("Targets (issue 5), ratios against the raw insert rate of this run:")
+        width = max(len(c["target"]) for c in checks)
+        for c in checks:
+            lines.append(
+                f"  [{'met' if c['met'] else 'NOT MET':>7}] {c['target']:<{width}}  {c['measured']}"
+            )
+    return "\n".join(lines), checks
+
+
+# ---------------------------------------------------------------------- main
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGINT explicitly too: a shell starting us in the background leaves it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    from app.auth.devkeys import mint_token
+    from app.db import make_engine
+    from app.settings import Settings
+
+    db_url = f"{args.pg.replace('postgresql://', 'postgresql+psycopg://', 1)}/{args.database}"
+    dsn = f"{args.pg}/{args.database}"
+    tmp = tempfile.TemporaryDirectory(prefix="orders-bench-")
+    instance = Path(tmp.name) / "instance"
+    instance.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OIDC_")}
+    env.update(
+        DATABASE_URL=db_url,
+        REDIS_URL=args.redis,
+        ORDERS_INSTANCE_PATH=str(instance),
+        PYTHONUNBUFFERED="1",
+    )
+    settings = Settings(instance_path=instance, database_url=db_url, redis_url=args.redis)
+    server: Server | None = None
+    engine = None
+    raw = RawPostgres(dsn)
+    results: dict[str, PhaseResult] = {}
+    rss_trace: list[tuple[str, float]] = []
+    trips: dict[str, Counts] = {}
+    counter: Counter_ | None = None
+    started = time.perf_counter()
+    try:
+        print(
+            f"orders-service benchmark: scale {args.scale:,} ServiceRequests ({args.hot:,} on "
+            f"the hot patient), {args.patients:,} patients; {args.workers} workers x "
+            f"{args.threads} threads; {args.clients} clients; warm-up {args.warmup:g}s, "
+            f"window {args.duration:g}s"
+        )
+        fresh_database(args.pg, args.database)
+        flush_redis(args.redis)
+        run_cli(["migrate"], env)
+        engine = make_engine(settings)
+        rng = random.Random(args.seed)
+        seeding.validate_samples(
+            [
+                seeding.patient(1),
+                seeding.encounter("pat-x"),
+                seeding.service_request("pat-x", "enc-x", "draft", seeding.LAB_CODES[0], 1),
+                seeding.allergy("pat-x"),
+                seeding.active_medication("pat-x", "enc-x", *seeding.ACTIVE_MEDS[0]),
+            ]
+        )
+        data = seeding.seed(
+            engine, TENANT, scale=args.scale, hot=args.hot, patients=args.patients, rng=rng
+        )
+        t0 = time.perf_counter()
+        vacuum_analyze(dsn)
+        total = sum(v for k, v in data.counts.items() if k != "hot active")
+        print(
+            f"seeded {total:,} resources ({data.counts}) in {data.seconds:.1f}s "
+            f"({total / data.seconds:,.0f} resources/s) through Repository.create with "
+            f"multi-row inserts; VACUUM ANALYZE {time.perf_counter() - t0:.1f}s"
+        )
+        if args.explain:
+            print(explain_search(engine, data))
+        if not args.phase_list:
+            return 0
+        token = mint_token(
+            settings,
+            sub="bench-clinician",
+            roles=["CLINICIAN"],
+            tenants=[TENANT],
+            expires_in=24 * 3600,
+        )
+        port = args.port or free_port()
+        server = Server(
+            env,
+            Path(tmp.name) / "server.log",
+            workers=args.workers,
+            threads=args.threads,
+            port=port,
+        )
+        server.start()
+        print(f"server up on 127.0.0.1:{port}: master {server.pid}, workers {server.worker_pids()}")
+        monitor = Monitor(server.pid, args.database)
+        rss_trace.append(("start", max(monitor.worker_rss(), default=0) / 2**20))
+        bench = Bench(args, port, token, data, dsn)
+        counter = Counter_(settings)
+        profiler = Profiler(args.profile, server, args.duration) if args.profile else None
+        for phase in args.phase_list:
+            if phase.startswith("raw"):
+                clients = min(args.clients, MAX_CONNECTIONS)
+                if phase == "raw-insert" or not raw.ids:
+                    raw.prepare(prefill=min(args.scale, 100_000))
+                factory = raw.insert_client if phase == "raw-insert" else raw.select_client
+                result = run_phase(
+                    phase,
+                    clients,
+                    factory,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    monitor=Monitor(None, args.database),
+                )
+                raw.close()
+            else:
+                bench.prepare(phase, engine)
+                result = run_phase(
+                    phase,
+                    args.clients,
+                    bench.factory(phase),
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    monitor=monitor,
+                    on_window=profiler.hook(phase) if profiler else None,
+                )
+                rss_trace.append((phase, max(monitor.worker_rss(), default=0) / 2**20))
+                bench.results[phase] = result  # pool sizing for the replay below
+                bench.client_override = counter.client
+                try:
+                    op = bench.factory(phase)(args.clients + 7 if phase == "post" else 0)
+                    trips[phase], outcome = counter.measure(op)
+                    if not outcome[0]:
+                        print(f"      round-trip replay failed: {outcome}")
+                finally:
+                    bench.client_override = None
+            results[phase] = result
+            bench.results[phase] = result
+            print(
+                f"  {phase:<14} {result.rps:8,.0f} req/s  p50 {result.pct(50):6.1f} ms  "
+                f"p99 {result.pct(99):6.1f} ms  errors {result.errors}"
+                + (" (pool exhausted)" if result.exhausted else "")
+            )
+            for sample in result.error_samples[:3]:
+                print(f"      error: {sample}")
+            if profiler and not phase.startswith("raw"):
+                print(profiler.finish())
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the server", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            if any(r.errors for r in results.values()):
+                print("server log (tail):\n" + server.log_tail(15), file=sys.stderr)
+            server.stop()
+        raw.close()
+        if counter is not None:
+            counter.close()
+        if engine is not None:
+            engine.dispose()
+        with contextlib.suppress(OSError):
+            tmp.cleanup()
+
+    table, checks = report(results, args, trips)
+    print()
+    print(
+        f"Results ({args.workers} workers x {args.threads} threads, {args.clients} clients, "
+        f"{args.duration:g}s windows, scale {args.scale:,}; total run "
+        f"{time.perf_counter() - started:.0f}s)"
+    )
+    print(table)
+    if len(rss_trace) > 1:
+        first, last = rss_trace[0][1], rss_trace[-1][1]
+        trail = ", ".join(f"{name} {mb:.0f}" for name, mb in rss_trace)
+        growth = f"{100.0 * (last - first) / first:+.0f}%" if first else "n/a"
+        print(f"Worker RSS (largest worker, MB) after each phase: {trail} ({growth})")
+        within = []
+        for name in args.phase_list:
+            m = results[name].metrics if name in results else {}
+            a, b = m.get("rss_begin_mb"), m.get("rss_end_mb")
+            if a and b:
+                within.append(f"{name} {a:.0f}->{b:.0f} ({100.0 * (b - a) / a:+.1f}%)")
+        if within:
+            print("Workers' total RSS over each window, MB: " + ", ".join(within))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "seed_seconds": data.seconds,
+                    "pools": bench.pool_notes,
+                    "phases": [results[p].summary() for p in args.phase_list if p in results],
+                    "targets": checks,
+                    "rss_trace": rss_trace,
+                    "round_trips": {
+                        k: {
+                            "statements": dict(v.statements),
+                            "transactions": v.checkouts,
+                            "round_trips": v.round_trips,
+                            "redis": v.redis,
+                        }
+                        for k, v in trips.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

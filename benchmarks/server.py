@@ -1,0 +1,134 @@
+"""The production stack under test: `orders-service serve` (gunicorn) as a subprocess.
+
+The server runs in its own session (process group), so a Ctrl-C in the terminal reaches only
+the benchmark, whose `finally` stops the server: SIGTERM to the gunicorn master (graceful),
+then SIGKILL to the group it leads if it has not exited in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _console_script() -> list[str]:
+    """`orders-service` next to this interpreter (the venv), else the module entry point."""
+    script = Path(sys.executable).parent / "orders-service"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> None:
+    """Run an `orders-service` command (e.g. migrate) to completion; fail loudly."""
+    proc = subprocess.run(
+        [*_console_script(), *args], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"orders-service {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+
+
+class Server:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, workers: int, threads: int, port: int
+    ) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.workers = workers
+        self.threads = threads
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 60.0) -> None:
+        cmd = [
+            *_console_script(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+        ]
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+                )
+            if self._ready() and len(self.worker_pids()) >= self.workers:
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"the server was not ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/readyz")
+            status = conn.getresponse().status
+            conn.close()
+            return status == 200
+        except OSError:
+            return False
+
+    def worker_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        try:
+            return [p.pid for p in psutil.Process(self.proc.pid).children()]
+        except psutil.Error:
+            return []
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group this server leads
+            proc.wait(timeout=10)

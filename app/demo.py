@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.auth import Principal
+from app.domain.lifecycle import ORDER_TYPES, Action
 from app.runtime import Runtime
+from app.services.orders import OrderService
 from app.services.resources import ResourceService
 from app.services.unit_of_work import UnitOfWork
 
@@ -123,15 +125,20 @@ def resources() -> list[dict[str, Any]]:
 
 
 def seed(runtime: Runtime) -> None:
+    """Clinical data by PUT (as an upstream system writes it); orders through the order
+    workflow like any client: created as drafts (CDS-checked), then activated if wanted."""
     with UnitOfWork(runtime.session_factory, SEEDER) as uow:
         if uow.repo.read("Patient", "pat-demo-1") is not None:
             return
-        service = ResourceService(uow)
+        resources_ = ResourceService(uow)
+        orders = OrderService(uow, runtime.cds)
         for resource in resources():
-            service.update(
-                resource["resourceType"],
-                resource["id"],
-                resource,
-                if_match=None,
-                reason="demo data",
-            )
+            rtype, rid = resource["resourceType"], resource["id"]
+            if rtype not in ORDER_TYPES:
+                resources_.update(rtype, rid, resource, if_match=None, reason="demo data")
+                continue
+            orders.create(rtype, {**resource, "status": "draft"}, rid=rid, reason="demo data")
+            if resource["status"] == "active":
+                orders.transition(
+                    rtype, rid, Action.ACTIVATE, expected_version=None, reason="demo data"
+                )

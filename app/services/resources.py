@@ -15,6 +15,7 @@ from typing import Any
 
 from app.domain import access
 from app.domain.ids import is_valid_fhir_id, new_id
+from app.domain.lifecycle import ORDER_TYPES
 from app.errors import (
     Issue,
     MultipleMatches,
@@ -85,6 +86,13 @@ def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) 
         raise ValidationFailed("Unresolvable reference(s)", issues=missing)
 
 
+def _not_an_order(resource_type: str) -> None:
+    """Orders are written only through OrderService (state machine, CDS): a caller that
+    reaches the generic path with one is a bug, and must not silently bypass the checks."""
+    if resource_type in ORDER_TYPES:
+        raise TypeError(f"{resource_type} is written through OrderService, not ResourceService")
+
+
 def find_all(
     uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
@@ -150,6 +158,7 @@ class ResourceService:
     def create(
         self, resource_type: str, body: Any, *, rid: str | None = None, reason: str | None = None
     ) -> StoredResource:
+        _not_an_order(resource_type)
         doc = self._prepare(resource_type, body)
         stored = self.uow.repo.create(resource_type, rid or new_id(resource_type), doc)
         provenance.record(self.uow.repo, self.principal, stored, activity="CREATE", reason=reason)
@@ -214,6 +223,7 @@ class ResourceService:
 
         See: https://hl7.org/fhir/R4/http.html#update and #concurrency
         """
+        _not_an_order(resource_type)
         if not is_valid_fhir_id(rid):
             raise ValidationFailed(f"Invalid id {rid!r}", issues=[Issue("Invalid id", "id")])
         if isinstance(body, dict) and body.get("id") != rid:

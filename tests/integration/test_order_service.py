@@ -115,3 +115,30 @@ def test_completing_the_task_completes_the_order_in_the_same_transaction(
             reason="done",
         )
     assert _state(app, tenant, rid)[0] is State.COMPLETED
+
+
+def test_the_generic_resource_service_refuses_orders(app: Flask, tenant: str) -> None:
+    """No caller can write an order around the state machine and CDS by mistake."""
+    from app.services.resources import ResourceService
+
+    with app.app_context(), _uow(app, tenant) as uow:
+        with pytest.raises(TypeError):
+            ResourceService(uow).create("MedicationRequest", {"resourceType": "MedicationRequest"})
+        with pytest.raises(TypeError):
+            ResourceService(uow).update("ServiceRequest", "x", {}, if_match=None)
+
+
+def test_demo_seed_goes_through_the_workflow_and_runs_twice(app: Flask) -> None:
+    from app import demo
+
+    with app.app_context():
+        runtime = get_runtime()
+        demo.seed(runtime)
+        demo.seed(runtime)  # idempotent
+        with UnitOfWork(runtime.session_factory, demo.SEEDER) as uow:
+            warfarin = uow.repo.read("MedicationRequest", "ord-demo-warfarin")
+            cbc = uow.repo.read("ServiceRequest", "ord-demo-cbc")
+            tasks = Fulfilment(uow).tasks_of(warfarin) if warfarin else []
+    assert warfarin is not None and warfarin.content["status"] == "active"
+    assert cbc is not None and cbc.content["status"] == "draft"
+    assert len(tasks) == 1, "activation through the workflow created the fulfilment Task"

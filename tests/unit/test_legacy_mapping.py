@@ -27,6 +27,7 @@ from app.legacy_api.mapping.common import (
     parse_frequency,
 )
 from app.services import alerts as alert_store
+from tests.seed_examples import SEED_ORDER_SET
 
 NOW = "2026-04-18T09:00:00.000Z"
 LATER = "2026-04-18T10:30:00.000Z"
@@ -605,28 +606,6 @@ def test_history_without_provenance_uses_meta() -> None:
 
 
 # ---------------------------------------------------------------- order sets
-SEED_ORDER_SET = {
-    "name": "Community Acquired Pneumonia Adult",
-    "description": "Standard CAP management orders",
-    "orderTemplates": [
-        {
-            "orderType": "medication",
-            "orderCode": {"code": "1049502", "system": "rxnorm", "display": "Amoxicillin 500mg"},
-            "medicationDetail": {
-                "dose": 500,
-                "doseUnit": "mg",
-                "route": "oral",
-                "frequency": "TDS",
-                "durationDays": 7,
-            },
-        },
-        {
-            "orderType": "laboratory",
-            "orderCode": {"code": "58410-2", "system": "LOINC", "display": "CBC"},
-            "labDetail": {"priority": "routine"},
-        },
-    ],
-}
 
 
 def test_order_set_round_trip_seed() -> None:

@@ -10,6 +10,7 @@ import pytest
 from app.errors import ValidationFailed
 from app.legacy_api import schemas as s
 from app.legacy_api.schemas import load
+from tests.seed_examples import SEED_ORDER_SET
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
@@ -143,32 +144,7 @@ def test_seed_mutation_bodies_load(schema: Any, body: dict[str, Any]) -> None:
 
 
 def test_seed_order_set_loads() -> None:
-    body = {
-        "name": "Community Acquired Pneumonia Adult",
-        "description": "Standard CAP management orders",
-        "orderTemplates": [
-            {
-                "orderType": "medication",
-                "orderCode": {
-                    "code": "1049502",
-                    "system": "rxnorm",
-                    "display": "Amoxicillin 500mg",
-                },
-                "medicationDetail": {
-                    "dose": 500,
-                    "doseUnit": "mg",
-                    "route": "oral",
-                    "frequency": "TDS",
-                    "durationDays": 7,
-                },
-            },
-            {
-                "orderType": "laboratory",
-                "orderCode": {"code": "58410-2", "system": "LOINC", "display": "CBC"},
-                "labDetail": {"priority": "routine"},
-            },
-        ],
-    }
+    body = copy.deepcopy(SEED_ORDER_SET)
     assert load(s.OrderSetCreateSchema, body) == body
 
 

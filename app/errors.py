@@ -231,3 +231,20 @@ class OrderSetHardStop(CdsHardStop):
     unlike a blocked activation, nothing found on the way is kept (all-or-nothing)."""
 
     keeps_writes = False
+
+
+class OfflineCreateNotAllowed(AppError):
+    """Medication and referral orders and order-set instantiation cannot come from an
+    offline queue (DESIGN §7)."""
+
+    code = "OFFLINE_CREATE_NOT_ALLOWED"
+    status = 422
+    fhir_code = "business-rule"
+
+
+class PrefetchUnavailable(AppError):
+    """CDS Hooks: data the service needs is neither prefetched nor in the local store."""
+
+    code = "PREFETCH_UNAVAILABLE"
+    status = 412
+    fhir_code = "not-found"

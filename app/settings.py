@@ -41,10 +41,6 @@ class Settings:
     def audience(self) -> str:
         return self.oidc_audience or DEV_AUDIENCE
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
     @classmethod
     def from_env(cls, instance_path: Path | str | None = None) -> Settings:
         env = os.environ

@@ -22,9 +22,6 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     issuer: str = ""
 
-    def has_any(self, *roles: str) -> bool:
-        return bool(self.roles.intersection(roles))
-
     @property
     def is_patient_only(self) -> bool:
         """A PATIENT with no staff role sees only their own compartment."""

@@ -348,13 +348,6 @@ class Repository:
                 self.session.execute(insert(table), rows)
 
     # ---------------------------------------------------------------- conditional create
-    def conditional_key_owner(self, resource_type: str, key: str) -> str | None:
-        return self.session.execute(
-            select(CK.c.res_id).where(
-                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
-            )
-        ).scalar()
-
     def key_owner(self, resource_type: str, key: str) -> tuple[str, str | None] | None:
         """(resource id, payload hash) holding a key, if any."""
         row = self.session.execute(

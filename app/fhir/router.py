@@ -123,8 +123,8 @@ class FhirRouter:
             (1, "POST"): ("create", self.create),
             (2, "GET"): ("read", self.read),
             (2, "PUT"): ("update", self.update),
-            (2, "DELETE"): ("delete", self.read),
-            (2, "PATCH"): ("patch", self.read),
+            (2, "DELETE"): ("delete", self._refuse),
+            (2, "PATCH"): ("patch", self._refuse),
             (3, "GET"): ("history-instance", self.history),
             (4, "GET"): ("vread", self.vread),
         }
@@ -133,7 +133,7 @@ class FhirRouter:
                 return "search-type", self.search
             raise MethodNotAllowed("_search takes POST")
         if n == 2 and seg[1] == "_history":
-            return "history-type", self.search
+            return "history-type", self._refuse
         if n >= 2 and (seg[1].startswith("$") or seg[-1].startswith("$")):
             raise RouteNotFound(f"Operation {seg[-1]} is not supported by this server")
         if n >= 3 and seg[2] != "_history":
@@ -142,6 +142,11 @@ class FhirRouter:
         if route is None:
             raise MethodNotAllowed(f"{method} is not supported on this path")
         return route
+
+    def _refuse(self, req: FhirRequest) -> FhirResponse:
+        """Interactions this server never implements (delete, patch, type history): they are
+        refused even if a CapabilityStatement edit were to advertise them."""
+        raise MethodNotAllowed(f"{req.method} is not implemented on this path")
 
     @staticmethod
     def _not_allowed(rtype: str, interaction: str) -> str:

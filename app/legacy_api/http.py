@@ -21,12 +21,6 @@ OFFLINE_HEADER = "X-Offline-Queued-At"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
-class OfflineCreateNotAllowed(AppError):
-    code = "OFFLINE_CREATE_NOT_ALLOWED"
-    status = 422
-    fhir_code = "business-rule"
-
-
 def principal(endpoint: str) -> Principal:
     """Authenticate (DESIGN §3) and apply the seed's roles for this endpoint."""
     who = get_runtime().authenticator.authenticate(

@@ -19,7 +19,7 @@ from app.cds.context import Hook, OrderContext
 from app.cds.engine import SERVICES, CdsEngine
 from app.domain import access
 from app.domain.lifecycle import ORDER_TYPES
-from app.errors import AppError, CdsAlertNotFound, Issue, ValidationFailed
+from app.errors import CdsAlertNotFound, Issue, PrefetchUnavailable, ValidationFailed
 from app.fhir.search.extract import parse_reference
 from app.services import alerts as alert_store
 from app.services.orders import COUNTS_AT_CREATE, COUNTS_AT_SIGN, OrderService
@@ -33,12 +33,6 @@ PREFETCH_TYPES = {
     "services": "ServiceRequest",
     "diets": "NutritionOrder",
 }
-
-
-class PrefetchUnavailable(AppError):
-    code = "PREFETCH_UNAVAILABLE"
-    status = 412
-    fhir_code = "not-found"
 
 
 def discovery() -> dict[str, Any]:
@@ -78,7 +72,7 @@ class DecisionSupport:
         service = _service(service_id)
         hook, context, prefetch = self._parse(service, request)
         patient_id = context["patientId"]
-        patient = self._prefetched(prefetch, "patient")
+        patient = prefetch.get("patient")
         if patient is None and self.uow.repo.read("Patient", patient_id) is None:
             raise PrefetchUnavailable(f"Patient/{patient_id} is neither prefetched nor known here")
         drafts: list[dict[str, Any]] = [
@@ -145,10 +139,6 @@ class DecisionSupport:
         if not isinstance(prefetch, dict):
             raise _bad("prefetch must be an object", "prefetch")
         return cast(Hook, hook), {**context, "hookInstance": request["hookInstance"]}, prefetch
-
-    @staticmethod
-    def _prefetched(prefetch: dict[str, Any], key: str) -> Any:
-        return prefetch.get(key)
 
     def _resources(
         self, prefetch: dict[str, Any], key: str, patient_id: str, statuses: tuple[str, ...] | None

@@ -381,9 +381,6 @@ class OrderService:
             if (issue.get("implicated") or [{}])[0].get("reference") == order.reference
         ]
 
-    def alerts(self, resource_type: str, rid: str) -> list[dict[str, Any]]:
-        return self._alerts_of(self.load(resource_type, rid))
-
     # ------------------------------------------------------------------ acknowledge
     def acknowledge(
         self,

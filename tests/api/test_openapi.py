@@ -18,9 +18,8 @@ from flask.testing import FlaskClient
 from marshmallow import Schema, fields, validate
 from openapi_spec_validator import validate as validate_openapi
 
-from app.errors import AppError
+from app.errors import AppError, OfflineCreateNotAllowed
 from app.legacy_api import schemas as s
-from app.legacy_api.http import OfflineCreateNotAllowed
 from tests.conftest import TokenFactory
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "capability" / "openapi-v1.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from app.domain.ids import to_legacy
+from app.errors import OfflineCreateNotAllowed
 from app.legacy_api import mapping, schemas
 from app.legacy_api.http import (
-    OfflineCreateNotAllowed,
     body,
     fhir_id,
     json,

@@ -10,11 +10,10 @@ from marshmallow import Schema
 
 from app.domain.ids import from_legacy
 from app.domain.lifecycle import Action
-from app.errors import AppError, Issue, ValidationFailed
+from app.errors import AppError, Issue, OfflineCreateNotAllowed, ValidationFailed
 from app.fhir.repository import utcnow
 from app.legacy_api import mapping, schemas
 from app.legacy_api.http import (
-    OfflineCreateNotAllowed,
     body,
     fhir_id,
     json,

@@ -7,6 +7,12 @@ FORBIDDEN) belong to the callers.
 
 Anything wrong with the token, however malformed, is a 401 and never another exception: the
 token is attacker-controlled input.
+
+Verified claims are cached per exact token string (`VerifiedTokenCache`), so a client
+re-using its access token pays the signature check once, not on every request. The answers
+do not change: `exp` and `nbf` are still checked on every request, a cached token is used
+only while the key set still holds the key that verified it, and everything after the token
+(tenant header, membership, entitlement, roles, patient) runs every time.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from app.auth import ENTITLEMENT, ROLES, Principal
 from app.auth._jose import JsonWebSignature, Key
@@ -36,7 +43,7 @@ from app.errors import (
 )
 from app.settings import ConfigurationError, Settings
 
-__all__ = ["LEEWAY_SECONDS", "Authenticator", "scope_allows"]
+__all__ = ["LEEWAY_SECONDS", "Authenticator", "VerifiedTokenCache", "scope_allows"]
 
 #: Clock skew tolerated on `exp` and `nbf` (DESIGN §3: at most 60 s).
 LEEWAY_SECONDS = 60
@@ -44,6 +51,10 @@ LEEWAY_SECONDS = 60
 ALLOWED_ALGS: dict[str, str] = {"RS256": "RSA", "ES256": "EC"}
 #: Far above any real access token, far below anything that could hurt.
 MAX_TOKEN_CHARS = 16 * 1024
+#: Verified tokens remembered per Authenticator (i.e. per worker process): far more than the
+#: live tokens of the clients one worker serves, and a bound on what a flood of distinct valid
+#: tokens can take: ~4-8 KiB per entry (token string plus parsed claims), so ~16-32 MiB.
+TOKEN_CACHE_SIZE = 4096
 
 _FHIR_USER_PATIENT = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
 _KNOWN_ROLES = frozenset(ROLES)
@@ -71,6 +82,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _expired(exp: float, now: float) -> bool:
+    """`exp` is past, beyond the leeway; the one rule for fresh and cached tokens alike."""
+    return now >= exp + LEEWAY_SECONDS
+
+
+def _not_yet_valid(nbf: float, now: float) -> bool:
+    """`nbf` is ahead, beyond the leeway; the one rule for fresh and cached tokens alike."""
+    return nbf > now + LEEWAY_SECONDS
+
+
 def _str_list(value: Any) -> list[str]:
     """A claim that should be a list of strings; a lone string counts as a one-item list."""
     if isinstance(value, str):
@@ -80,11 +101,95 @@ def _str_list(value: Any) -> list[str]:
     return []
 
 
+class _Verified(NamedTuple):
+    """One verified token: its claims (read-only), the key that verified it, exp and nbf."""
+
+    claims: dict[str, Any]
+    kid: str | None
+    key: Key
+    exp: float
+    nbf: float | None
+
+
+class VerifiedTokenCache:
+    """Tokens that passed `verify_token`, keyed by the exact token string.
+
+    Why: a client sends the same access token on every request until it expires, and
+    verifying it (JWS parse plus an RSA/ECDSA signature check, ~0.05-0.1 ms of CPU) was ~8%
+    of a GET by id. A hit costs two dict lookups and a lock.
+
+    Why it is safe, i.e. a hit answers exactly what a full verification would:
+    - The key is the whole token string, signature included: a hit means these exact bytes
+      were verified by this Authenticator (same issuer, audience and clock), and any change
+      to the token, however small, is a miss and a full verification.
+    - Only tokens that passed every check are stored, never failures (a failure may be
+      transient, e.g. the JWKS unreachable, and must not stick).
+    - `exp` and `nbf` are checked again on every hit with the same rules and leeway as a
+      fresh verification (`_expired`, `_not_yet_valid`) against the caller's clock; an entry
+      outside its window is dropped, and the token goes through the full path, which gives
+      the usual 401.
+    - Each entry remembers the key object that verified it, and `Authenticator` uses the
+      entry only while the key set still returns that very object for the token's `kid`.
+      So a JWKS rotation revokes cached tokens of a retired key as soon as the new set is
+      fetched, exactly as without the cache (a cached token is not like a cached
+      introspection result that stays good until `exp`); a refetch that merely replaces
+      the key objects costs one re-verification per token.
+    - The stored claims are shared between requests and must be treated as read-only:
+      `Authenticator.authenticate` only reads them, and `verify_token` itself bypasses the
+      cache and returns a dict of the caller's own.
+
+    Bounded: at most `maxsize` entries, least recently used evicted first, so a stream of
+    distinct (validly signed) tokens cannot grow memory.
+    """
+
+    def __init__(self, maxsize: int = TOKEN_CACHE_SIZE) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, now: float) -> _Verified | None:
+        """The entry for `token` if it was verified and `now` is within its exp/nbf window."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if _expired(entry.exp, now) or (
+                entry.nbf is not None and _not_yet_valid(entry.nbf, now)
+            ):
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        """Remember a token that has just passed `verify_token`."""
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 class Authenticator:
     """Turns `Authorization` + `X-Tenant-ID` into a Principal, or raises the typed error.
 
     Development mode verifies against the local dev key; otherwise against the IdP's JWKS.
-    No key is loaded or fetched until the first request.
+    No key is loaded or fetched until the first request. Verified tokens are remembered in
+    a `VerifiedTokenCache` (see there for why that is safe); the tenant, entitlement, role
+    and patient checks run on every call.
     """
 
     def __init__(
@@ -93,9 +198,11 @@ class Authenticator:
         *,
         jwks: JwksCache | None = None,
         clock: Callable[[], float] = time.time,
+        token_cache_size: int = TOKEN_CACHE_SIZE,
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self.token_cache = VerifiedTokenCache(token_cache_size)
         self._jws = JsonWebSignature(list(ALLOWED_ALGS))
         self._jwks: JwksCache | None = None
         if not settings.dev_mode:
@@ -109,7 +216,7 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal:
         """Verify the bearer token and the tenant header; see the module docstring for order."""
-        claims = self.verify_token(self._bearer(authorization))
+        claims = self._verified_claims(self._bearer(authorization))
 
         tenant_id = (tenant_header or "").strip()
         if not tenant_id:
@@ -140,7 +247,37 @@ class Authenticator:
         )
 
     def verify_token(self, token: str) -> dict[str, Any]:
-        """Signature and registered claims (iss, aud, exp, nbf, sub); returns the claims."""
+        """Signature and registered claims (iss, aud, exp, nbf, sub); returns the claims.
+
+        Always the full verification, never the cache, and a dict of the caller's own.
+        """
+        return self._verify(token).claims
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _verified_claims(self, token: str) -> Mapping[str, Any]:
+        """`verify_token` through the cache; the claims are shared, so read-only.
+
+        A hit needs the token within its exp/nbf window (checked by the cache) and the key
+        set to still hold, under the token's `kid`, the very key that verified it; looking
+        it up is what the full path does first, so an unknown `kid` fails the same way.
+        """
+        entry = self.token_cache.get(token, self._clock())
+        if entry is not None:
+            try:
+                current = self._key_for(entry.kid)
+            except Unauthenticated:  # the key was retired: the 401 the full path would give
+                self.token_cache.discard(token)
+                raise
+            if current is entry.key:
+                return entry.claims
+            self.token_cache.discard(token)  # the key set was refetched: verify again
+        verified = self._verify(token)  # raises on any failure: nothing is cached then
+        self.token_cache.put(token, verified)
+        return verified.claims
+
+    def _verify(self, token: str) -> _Verified:
+        """The full verification behind `verify_token`, keeping what the cache needs."""
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid("Token too large")
         parts = token.split(".")
@@ -172,9 +309,7 @@ class Authenticator:
         if not isinstance(claims, dict):
             raise _invalid("Malformed token: claims are not a JSON object")
         self._check_claims(claims)
-        return claims
-
-    # -- internals ----------------------------------------------------------------------
+        return _Verified(claims, kid, key, claims["exp"], claims.get("nbf"))
 
     @staticmethod
     def _bearer(authorization: str | None) -> str:
@@ -219,21 +354,21 @@ class Authenticator:
             raise _invalid("Token has no expiry (exp)")
         if not _is_number(exp):
             raise _invalid("Token expiry (exp) is not a number")
-        if now >= exp + LEEWAY_SECONDS:
+        if _expired(exp, now):
             raise _invalid("Token has expired")
 
         nbf = claims.get("nbf")
         if nbf is not None:
             if not _is_number(nbf):
                 raise _invalid("Token not-before (nbf) is not a number")
-            if nbf > now + LEEWAY_SECONDS:
+            if _not_yet_valid(nbf, now):
                 raise _invalid("Token is not valid yet (nbf)")
 
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise _invalid("Token has no subject (sub)")
 
-    def _roles(self, claims: dict[str, Any]) -> frozenset[str]:
+    def _roles(self, claims: Mapping[str, Any]) -> frozenset[str]:
         """realm_access.roles plus resource_access[client].roles, upper-cased, known roles only."""
         names: list[str] = []
         realm = claims.get("realm_access")
@@ -248,7 +383,7 @@ class Authenticator:
         return frozenset(n.upper() for n in names) & _KNOWN_ROLES
 
 
-def _patient_id(claims: dict[str, Any]) -> str | None:
+def _patient_id(claims: Mapping[str, Any]) -> str | None:
     """FHIR id of the caller's own Patient: `patient_id` (legacy `pat_…` mapped) or `fhirUser`."""
     legacy = claims.get("patient_id")
     if isinstance(legacy, str) and legacy.strip():

@@ -127,7 +127,7 @@ def resources() -> list[dict[str, Any]]:
 def seed(runtime: Runtime) -> None:
     """Clinical data by PUT (as an upstream system writes it); orders through the order
     workflow like any client: created as drafts (CDS-checked), then activated if wanted."""
-    with UnitOfWork(runtime.session_factory, SEEDER) as uow:
+    with UnitOfWork(runtime.database, SEEDER) as uow:
         if uow.repo.read("Patient", "pat-demo-1") is not None:
             return
         resources_ = ResourceService(uow)

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.tokens import Authenticator
 from app.cache import Cache, make_cache
 from app.cds.engine import CdsEngine
 from app.cds.knowledge_base import load_knowledge
-from app.db import make_engine, make_session_factory
+from app.db import Database, make_engine
 from app.settings import Settings
 
 
@@ -21,7 +20,7 @@ from app.settings import Settings
 class Runtime:
     settings: Settings
     engine: Engine
-    session_factory: sessionmaker[Session]
+    database: Database
     cache: Cache
     authenticator: Authenticator
     cds: CdsEngine
@@ -32,7 +31,7 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
-            session_factory=make_session_factory(engine),
+            database=Database(engine),
             cache=make_cache(settings),
             authenticator=Authenticator(settings),
             # The knowledge base is validated here: a bad file stops start-up with its path.

@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import create_engine, event
-from sqlalchemy.orm import Session
 
 from app.domain.ids import new_id
 from app.fhir.repository import Repository
@@ -62,8 +61,8 @@ def main() -> None:
     started = time.perf_counter()
     done = 0
     while done < args.rows:
-        with Session(engine) as session, session.begin():
-            repo = Repository(session, "tenant-a")
+        with engine.begin() as conn:
+            repo = Repository(conn, "tenant-a")
             for i in range(done, min(done + 5000, args.rows)):
                 repo.create(
                     "MedicationRequest",
@@ -83,8 +82,8 @@ def main() -> None:
         captured.append((statement, params))
 
     target = patients[0]
-    with Session(engine) as session:
-        page = Repository(session, "tenant-a").search(
+    with engine.connect() as conn:
+        page = Repository(conn, "tenant-a").search(
             parse_search("MedicationRequest", [("patient", target), ("status", "active")])
         )
     print(f"patient {target}: {page.total} active of its orders, page of {len(page.resources)}")

@@ -150,7 +150,6 @@ def vacuum_analyze(dsn: str) -> None:
 def explain_search(engine: Any, data: seeding.Dataset) -> str:
     """The exact statements the repository issues for the search phase, under EXPLAIN."""
     from sqlalchemy import event
-    from sqlalchemy.orm import Session
 
     from app.fhir.repository import Repository
     from app.fhir.search.query import parse_search
@@ -163,8 +162,8 @@ def explain_search(engine: Any, data: seeding.Dataset) -> str:
     params = [("patient", data.hot_patient), ("status", "active"), ("_count", "20")]
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        with Session(engine) as session:
-            page = Repository(session, data.tenant).search(parse_search("ServiceRequest", params))
+        with engine.connect() as conn:
+            page = Repository(conn, data.tenant).search(parse_search("ServiceRequest", params))
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     out = [

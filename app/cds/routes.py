@@ -29,7 +29,7 @@ def _uow() -> UnitOfWork:
     principal = runtime.authenticator.authenticate(
         request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
     )
-    return UnitOfWork(runtime.session_factory, principal)
+    return UnitOfWork(runtime.database, principal)
 
 
 def _body() -> object:

@@ -5,6 +5,16 @@ caller can forget either: every statement below filters on both. It owns version
 `meta.versionId`/`meta.lastUpdated` are stamped here, and an update is one compare-and-set
 statement (`UPDATE … WHERE version_id = :expected`), so of two racing writers exactly one
 wins. The caller owns the transaction (STYLE habit 4): nothing here commits.
+
+Inserts are deferred: rows are collected per table and written as one multi-row INSERT per
+table when the next statement runs or when the unit of work commits (`flush`), so a write
+that stores an order, its alerts and their Provenance costs a handful of round trips, not
+one per row and table. Any read flushes first, so a unit of work always reads its own writes.
+An update diffs the search-index rows against the version it replaces (known from the read
+that preceded it) and touches only the rows that changed.
+
+The hot statements are built once, with bind parameters, instead of per call: composing
+SQLAlchemy expressions was a measurable share of each request (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,11 +25,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, false, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Delete,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from app.errors import VersionConflict
 from app.fhir.search import definitions
@@ -44,6 +68,71 @@ DT = cast(Table, DateIndexRow.__table__)
 STR = cast(Table, StringIndexRow.__table__)
 CK = cast(Table, ConditionalKeyRow.__table__)
 INDEX_TABLES = (TOK, REF, DT, STR)
+#: Flush order: the same for every transaction, so concurrent writers lock tables alike.
+WRITE_ORDER = (R, V, TOK, REF, DT, STR)
+#: Each index table's value columns, in IndexValues' tuple order.
+INDEX_COLUMNS: dict[Table, tuple[str, str, str]] = {
+    TOK: ("param", "system", "code"),
+    REF: ("param", "ref_type", "ref_id"),
+    DT: ("param", "low", "high"),
+    STR: ("param", "value", "exact"),
+}
+#: Which index table holds each search-parameter type's rows.
+TABLE_OF_TYPE = {"token": TOK, "reference": REF, "date": DT, "string": STR}
+
+
+def _by_id(*, scoped: bool, lock: bool) -> Select[Any]:
+    stmt = select(R).where(
+        R.c.tenant_id == bindparam("b_tenant"),
+        R.c.res_type == bindparam("b_type"),
+        R.c.id == bindparam("b_id"),
+    )
+    if scoped:
+        stmt = stmt.where(R.c.patient_id == bindparam("b_patient"))
+    return stmt.with_for_update() if lock else stmt
+
+
+def _existing(*, scoped: bool) -> Select[Any]:
+    stmt = select(R.c.id).where(
+        R.c.tenant_id == bindparam("b_tenant"),
+        R.c.res_type == bindparam("b_type"),
+        R.c.id.in_(bindparam("b_ids", expanding=True)),
+    )
+    return stmt.where(R.c.patient_id == bindparam("b_patient")) if scoped else stmt
+
+
+def _compare_and_set(*, scoped: bool) -> Update:
+    stmt = sql_update(R).where(
+        R.c.tenant_id == bindparam("b_tenant"),
+        R.c.res_type == bindparam("b_type"),
+        R.c.id == bindparam("b_id"),
+        R.c.version_id == bindparam("b_expected"),
+    )
+    if scoped:
+        stmt = stmt.where(R.c.patient_id == bindparam("b_patient"))
+    return stmt.values(
+        version_id=bindparam("b_version"),
+        last_updated=bindparam("b_now"),
+        patient_id=bindparam("b_patient_id"),
+        status=bindparam("b_status"),
+        sort_date=bindparam("b_sort_date"),
+        content=bindparam("b_content", type_=R.c.content.type),
+    )
+
+
+def _delete_index(table: Table) -> Delete:
+    return delete(table).where(
+        table.c.tenant_id == bindparam("b_tenant"),
+        table.c.res_type == bindparam("b_type"),
+        table.c.res_id == bindparam("b_id"),
+    )
+
+
+READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock in (False, True)}
+EXISTING = {s: _existing(scoped=s) for s in (False, True)}
+COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
+DELETE_INDEX = {t: _delete_index(t) for t in INDEX_TABLES}
+INSERT = {t: insert(t) for t in (*WRITE_ORDER, CK)}
 
 
 @dataclass(frozen=True)
@@ -86,10 +175,49 @@ def utcnow() -> datetime:
 
 
 class Repository:
-    def __init__(self, session: Session, tenant_id: str, *, patient_scope: str | None = None):
-        self.session = session
+    def __init__(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        *,
+        patient_scope: str | None = None,
+        read_only: bool = False,
+    ):
+        self.conn = conn
         self.tenant_id = tenant_id
         self.patient_scope = patient_scope
+        self.read_only = read_only
+        self._pending: dict[Table, list[dict[str, Any]]] = defaultdict(list)
+        #: The version of each resource this unit of work last read or wrote, with its index
+        #: values when known: what an update diffs its new index rows against.
+        self._seen: dict[tuple[str, str], tuple[StoredResource, IndexValues | None]] = {}
+
+    # ---------------------------------------------------------------- statements
+    def _execute(self, statement: Any, params: Any = None) -> Any:
+        """Every statement goes through here: pending inserts are written first."""
+        if self._pending:
+            self.flush()
+        return self.conn.execute(statement, params)
+
+    def flush(self) -> None:
+        """Write the deferred inserts: one multi-row INSERT per table."""
+        pending, self._pending = self._pending, defaultdict(list)
+        for table in WRITE_ORDER:
+            rows = pending.get(table)
+            if rows:
+                self.conn.execute(INSERT[table], rows)
+
+    def _binds(self, resource_type: str, rid: str | None = None) -> dict[str, Any]:
+        binds: dict[str, Any] = {"b_tenant": self.tenant_id, "b_type": resource_type}
+        if rid is not None:
+            binds["b_id"] = rid
+        if self.patient_scope is not None:
+            binds["b_patient"] = self.patient_scope
+        return binds
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work cannot write")
 
     # ---------------------------------------------------------------- scoping
     def _scoped(self, resource_type: str) -> list[ColumnElement[bool]]:
@@ -114,17 +242,19 @@ class Repository:
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
-        stmt = select(R).where(*self._scoped(resource_type), R.c.id == rid)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = self.session.execute(stmt).first()
-        return self._row(row) if row else None
+        stmt = READ[(self.patient_scope is not None, for_update)]
+        row = self._execute(stmt, self._binds(resource_type, rid)).first()
+        if row is None:
+            return None
+        found = self._row(row)
+        self._seen[(resource_type, rid)] = (found, None)
+        return found
 
     def vread(self, resource_type: str, rid: str, version_id: int) -> StoredResource | None:
         current = self.read(resource_type, rid)
         if current is None:
             return None
-        row = self.session.execute(
+        row = self._execute(
             select(V).where(
                 V.c.tenant_id == self.tenant_id,
                 V.c.res_type == resource_type,
@@ -147,7 +277,7 @@ class Repository:
         where = [V.c.tenant_id == self.tenant_id, V.c.res_type == resource_type, V.c.id == rid]
         if before_version is not None:
             where.append(V.c.version_id < before_version)
-        rows = self.session.execute(
+        rows = self._execute(
             select(V).where(*where).order_by(V.c.version_id.desc()).limit(count)
         ).all()
         versions = [
@@ -164,10 +294,10 @@ class Repository:
         for rtype, rid in refs:
             by_type[rtype].add(rid)
         found: set[tuple[str, str]] = set()
+        scoped = self.patient_scope is not None
         for rtype, ids in by_type.items():
-            rows = self.session.execute(
-                select(R.c.id).where(*self._scoped(rtype), R.c.id.in_(ids))
-            ).all()
+            binds = {**self._binds(rtype), "b_ids": sorted(ids)}
+            rows = self._execute(EXISTING[scoped], binds).all()
             found.update((rtype, r.id) for r in rows)
         return found
 
@@ -180,8 +310,12 @@ class Repository:
         ]
         if self.patient_scope is not None:
             where.append(R.c.patient_id == self.patient_scope)
-        row = self.session.execute(select(R).where(*where)).first()
-        return self._row(row) if row else None
+        row = self._execute(select(R).where(*where)).first()
+        if row is None:
+            return None
+        found = self._row(row)
+        self._seen[(found.resource_type, rid)] = (found, None)
+        return found
 
     def referencing(
         self, source_type: str, param: str, targets: Iterable[tuple[str, str]]
@@ -200,12 +334,12 @@ class Repository:
             REF.c.param == param,
             or_(*[and_(REF.c.ref_type == t, REF.c.ref_id.in_(ids)) for t, ids in by_type.items()]),
         )
-        rows = self.session.execute(select(R).where(*self._scoped(source_type), R.c.id.in_(sub)))
+        rows = self._execute(select(R).where(*self._scoped(source_type), R.c.id.in_(sub)))
         return [self._row(r) for r in rows]
 
     def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When version 1 of each resource was written."""
-        rows = self.session.execute(
+        rows = self._execute(
             select(V.c.id, V.c.last_updated).where(
                 V.c.tenant_id == self.tenant_id,
                 V.c.res_type == resource_type,
@@ -221,7 +355,7 @@ class Repository:
             by_type[rtype].add(rid)
         out: list[StoredResource] = []
         for rtype, ids in by_type.items():
-            rows = self.session.execute(select(R).where(*self._scoped(rtype), R.c.id.in_(ids)))
+            rows = self._execute(select(R).where(*self._scoped(rtype), R.c.id.in_(ids)))
             out.extend(self._row(r) for r in rows)
         return out
 
@@ -251,8 +385,11 @@ class Repository:
         patient_id: str | None = None,
         may_exist: bool = False,
     ) -> StoredResource:
-        """Insert version 1. `may_exist` (client-chosen ids) guards the insert with a savepoint
-        so a racing create of the same id surfaces as `IdTaken` instead of a broken transaction."""
+        """Insert version 1. `may_exist` (client-chosen ids) writes the row at once, under a
+        savepoint, so a racing create of the same id surfaces here as `IdTaken` instead of a
+        broken transaction. Otherwise the row is deferred (see the module docstring); a
+        clash on a server-minted id would surface at commit as a conflict."""
+        self._writable()
         now = utcnow()
         doc = self._stamp(resource_type, rid, content, 1, now)
         values = extract(definitions.for_type(resource_type), doc, patient_id=patient_id)
@@ -268,89 +405,143 @@ class Repository:
             "content": doc,
         }
         if may_exist:
+            self.flush()
             try:
-                with self.session.begin_nested():
-                    self.session.execute(insert(R), [row])
+                with self.conn.begin_nested():
+                    self.conn.execute(INSERT[R], row)
             except IntegrityError as exc:
                 raise IdTaken(rid) from exc
         else:
-            self.session.execute(insert(R), [row])
-        self._write_version(resource_type, rid, 1, now, doc)
-        self._write_index(resource_type, rid, values)
-        return StoredResource(resource_type, rid, 1, now, doc, values.patient_id)
+            self._pending[R].append(row)
+        stored = StoredResource(
+            resource_type, rid, 1, now, doc, values.patient_id, values.sort_date
+        )
+        self._write_version(stored)
+        self._write_index(
+            resource_type, rid, values.tokens, values.references, values.dates, values.strings
+        )
+        self._seen[(resource_type, rid)] = (stored, values)
+        return stored
 
     def update(
         self, resource_type: str, rid: str, content: dict[str, Any], expected_version: int
     ) -> StoredResource:
         """Compare-and-set: writes version `expected_version + 1` or raises VersionConflict."""
+        self._writable()
         now = utcnow()
         version = expected_version + 1
+        definition = definitions.for_type(resource_type)
         doc = self._stamp(resource_type, rid, content, version, now)
-        values = extract(definitions.for_type(resource_type), doc)
-        result = self.session.execute(
-            sql_update(R)
-            .where(*self._scoped(resource_type), R.c.id == rid, R.c.version_id == expected_version)
-            .values(
-                version_id=version,
-                last_updated=now,
-                patient_id=values.patient_id,
-                status=values.status,
-                sort_date=values.sort_date,
-                content=doc,
-            )
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+        values = extract(definition, doc)
+        binds = {
+            **self._binds(resource_type, rid),
+            "b_expected": expected_version,
+            "b_version": version,
+            "b_now": now,
+            "b_patient_id": values.patient_id,
+            "b_status": values.status,
+            "b_sort_date": values.sort_date,
+            "b_content": doc,
+        }
+        result = self._execute(COMPARE_AND_SET[self.patient_scope is not None], binds)
+        if result.rowcount != 1:
             raise VersionConflict(
                 f"{resource_type}/{rid} is not at version {expected_version}; re-read and retry"
             )
-        for table in INDEX_TABLES:
-            self.session.execute(
-                delete(table).where(
-                    table.c.tenant_id == self.tenant_id,
-                    table.c.res_type == resource_type,
-                    table.c.res_id == rid,
-                )
+        previous = self._previous_index(resource_type, rid, expected_version)
+        if previous is None:
+            # The replaced version's index rows are unknown here: replace them all.
+            tables = {TABLE_OF_TYPE[p.type] for p in definition.params.values()}
+            for table in INDEX_TABLES:
+                if table in tables:
+                    self._execute(DELETE_INDEX[table], self._binds(resource_type, rid))
+            self._write_index(
+                resource_type, rid, values.tokens, values.references, values.dates, values.strings
             )
-        self._write_version(resource_type, rid, version, now, doc)
-        self._write_index(resource_type, rid, values)
-        return StoredResource(resource_type, rid, version, now, doc, values.patient_id)
+        else:
+            self._replace_index(resource_type, rid, previous, values)
+        stored = StoredResource(
+            resource_type, rid, version, now, doc, values.patient_id, values.sort_date
+        )
+        self._write_version(stored)
+        self._seen[(resource_type, rid)] = (stored, values)
+        return stored
 
-    def _write_version(
-        self, resource_type: str, rid: str, version: int, now: datetime, doc: dict[str, Any]
+    def _previous_index(self, resource_type: str, rid: str, version: int) -> IndexValues | None:
+        """Index values of the version an update replaced, if this unit of work read or wrote
+        exactly that version (contents of a version never change, so they are its rows)."""
+        seen = self._seen.get((resource_type, rid))
+        if seen is None or seen[0].version_id != version:
+            return None
+        stored, values = seen
+        if values is None:
+            values = extract(
+                definitions.for_type(resource_type), stored.content, patient_id=stored.patient_id
+            )
+        return values
+
+    def _replace_index(
+        self, resource_type: str, rid: str, old: IndexValues, new: IndexValues
     ) -> None:
-        self.session.execute(
-            insert(V),
-            [
-                {
-                    "tenant_id": self.tenant_id,
-                    "res_type": resource_type,
-                    "id": rid,
-                    "version_id": version,
-                    "last_updated": now,
-                    "content": doc,
-                }
-            ],
+        pairs = (
+            (TOK, old.tokens, new.tokens),
+            (REF, old.references, new.references),
+            (DT, old.dates, new.dates),
+            (STR, old.strings, new.strings),
+        )
+        for table, before, after in pairs:
+            gone = before - after
+            if gone:
+                cols = [table.c[name] for name in INDEX_COLUMNS[table]]
+                self._execute(
+                    delete(table).where(
+                        table.c.tenant_id == self.tenant_id,
+                        table.c.res_type == resource_type,
+                        table.c.res_id == rid,
+                        sql_tuple(*cols).in_(sorted(gone)),
+                    )
+                )
+        self._write_index(
+            resource_type,
+            rid,
+            new.tokens - old.tokens,
+            new.references - old.references,
+            new.dates - old.dates,
+            new.strings - old.strings,
         )
 
-    def _write_index(self, resource_type: str, rid: str, values: IndexValues) -> None:
+    def _write_version(self, stored: StoredResource) -> None:
+        self._pending[V].append(
+            {
+                "tenant_id": self.tenant_id,
+                "res_type": stored.resource_type,
+                "id": stored.id,
+                "version_id": stored.version_id,
+                "last_updated": stored.last_updated,
+                "content": stored.content,
+            }
+        )
+
+    def _write_index(
+        self,
+        resource_type: str,
+        rid: str,
+        tokens: Iterable[tuple[str, str, str]],
+        references: Iterable[tuple[str, str, str]],
+        dates: Iterable[tuple[str, datetime, datetime]],
+        strings: Iterable[tuple[str, str, str]],
+    ) -> None:
         base = {"tenant_id": self.tenant_id, "res_type": resource_type, "res_id": rid}
-        batches: list[tuple[Any, list[dict[str, Any]]]] = [
-            (TOK, [{**base, "param": p, "system": s, "code": c} for p, s, c in values.tokens]),
-            (
-                REF,
-                [{**base, "param": p, "ref_type": t, "ref_id": i} for p, t, i in values.references],
-            ),
-            (DT, [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in values.dates]),
-            (STR, [{**base, "param": p, "value": v, "exact": e} for p, v, e in values.strings]),
-        ]
-        for table, rows in batches:
-            if rows:
-                self.session.execute(insert(table), rows)
+        pending = self._pending
+        pending[TOK] += [{**base, "param": p, "system": s, "code": c} for p, s, c in tokens]
+        pending[REF] += [{**base, "param": p, "ref_type": t, "ref_id": i} for p, t, i in references]
+        pending[DT] += [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in dates]
+        pending[STR] += [{**base, "param": p, "value": v, "exact": e} for p, v, e in strings]
 
     # ---------------------------------------------------------------- conditional create
     def key_owner(self, resource_type: str, key: str) -> tuple[str, str | None] | None:
         """(resource id, payload hash) holding a key, if any."""
-        row = self.session.execute(
+        row = self._execute(
             select(CK.c.res_id, CK.c.payload_hash).where(
                 CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
             )
@@ -365,26 +556,27 @@ class Repository:
         On PostgreSQL a concurrent insert of the same key blocks until the first commits,
         then fails here: exactly one creator per key, whatever the timing.
         """
+        self._writable()
+        self.flush()
         try:
-            with self.session.begin_nested():
-                self.session.execute(
-                    insert(CK),
-                    [
-                        {
-                            "tenant_id": self.tenant_id,
-                            "res_type": resource_type,
-                            "key": key,
-                            "res_id": rid,
-                            "payload_hash": payload_hash,
-                        }
-                    ],
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    INSERT[CK],
+                    {
+                        "tenant_id": self.tenant_id,
+                        "res_type": resource_type,
+                        "key": key,
+                        "res_id": rid,
+                        "payload_hash": payload_hash,
+                    },
                 )
         except IntegrityError:
             return False
         return True
 
     def reassign_conditional_key(self, resource_type: str, key: str, rid: str) -> None:
-        self.session.execute(
+        self._writable()
+        self._execute(
             sql_update(CK)
             .where(
                 CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
@@ -397,14 +589,12 @@ class Repository:
         where = self._scoped(query.resource_type)
         for criterion in query.criteria:
             where.append(self._criterion(query.resource_type, criterion))
-        total = None
-        if query.with_total or query.summary_count:
-            total = self.session.execute(
-                select(func.count()).select_from(R).where(*where)
-            ).scalar_one()
         if query.summary_count:
-            return SearchPage([], total, None, None)
-        return self._page(query, where, total)
+            return SearchPage([], self._count(where), None, None)
+        return self._page(query, where)
+
+    def _count(self, where: list[ColumnElement[bool]]) -> int:
+        return int(self._execute(select(func.count()).select_from(R).where(*where)).scalar_one())
 
     def search_all(self, query: SearchQuery, *, page_size: int = 1000) -> list[StoredResource]:
         """Every match, following keyset pages to the end: for checks that must see all of
@@ -419,14 +609,17 @@ class Repository:
                 return found
             query.cursor = page.next_cursor
 
-    def _page(
-        self, query: SearchQuery, where: list[ColumnElement[bool]], total: int | None
-    ) -> SearchPage:
+    def _page(self, query: SearchQuery, where: list[ColumnElement[bool]]) -> SearchPage:
+        """One page by keyset; with `total`, the count rides along as a scalar subquery of
+        the same statement (one round trip, one snapshot)."""
         sort_col = R.c[query.sort_column]
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction == "prev"
         descending = query.descending != backwards
         stmt: Select[Any] = select(R).where(*where)
+        if query.with_total:
+            count = select(func.count()).select_from(R).where(*where).scalar_subquery()
+            stmt = stmt.add_columns(count.label("total"))
         if cursor is not None:
             key = _decode_key(query.sort_column, cursor.key)
             if query.sort_column == "id":
@@ -438,7 +631,11 @@ class Repository:
         order = [sort_col.desc(), R.c.id.desc()] if descending else [sort_col.asc(), R.c.id.asc()]
         if query.sort_column == "id":
             order = order[:1]
-        rows = self.session.execute(stmt.order_by(*order).limit(query.count + 1)).all()
+        rows = self._execute(stmt.order_by(*order).limit(query.count + 1)).all()
+        total = None
+        if query.with_total:
+            # No row, no count: zero unless a cursor has walked past the last match.
+            total = rows[0].total if rows else (self._count(where) if cursor else 0)
         more = len(rows) > query.count
         found = [self._row(r) for r in rows[: query.count]]
         if backwards:
@@ -532,9 +729,7 @@ class Repository:
             if inc.target_type:
                 stmt = stmt.where(REF.c.ref_type == inc.target_type)
             refs.update(
-                (t, i)
-                for t, i in self.session.execute(stmt).all()
-                if t in definitions.load_definitions()
+                (t, i) for t, i in self._execute(stmt).all() if t in definitions.load_definitions()
             )
         for inc in query.revincludes:
             stmt = select(REF.c.res_id).where(
@@ -544,7 +739,7 @@ class Repository:
                 REF.c.ref_type == query.resource_type,
                 REF.c.ref_id.in_(ids),
             )
-            refs.update((inc.source_type, i) for i in self.session.execute(stmt).scalars())
+            refs.update((inc.source_type, i) for i in self._execute(stmt).scalars())
         seen = {(r.resource_type, r.id) for r in found}
         return self.fetch_many(refs - seen)
 

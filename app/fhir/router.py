@@ -14,10 +14,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from app.auth.scopes import scope_allows
 from app.cds.engine import CdsEngine
+from app.db import Database
 from app.domain.lifecycle import ORDER_TYPES, Action
 from app.errors import (
     Forbidden,
@@ -51,8 +50,8 @@ Handler = Callable[[FhirRequest], FhirResponse]
 
 
 class FhirRouter:
-    def __init__(self, session_factory: sessionmaker[Session], engine: CdsEngine) -> None:
-        self.session_factory = session_factory
+    def __init__(self, database: Database, engine: CdsEngine) -> None:
+        self.database = database
         self.engine = engine
 
     def uow(self, req: FhirRequest) -> AbstractContextManager[UnitOfWork]:
@@ -60,7 +59,7 @@ class FhirRouter:
         if req.uow is not None:
             return nullcontext(req.uow)
         assert req.principal is not None
-        return UnitOfWork(self.session_factory, req.principal)
+        return UnitOfWork(self.database, req.principal, read_only=req.method == "GET")
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, req: FhirRequest) -> FhirResponse:

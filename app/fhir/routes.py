@@ -60,7 +60,7 @@ def dispatch(subpath: str) -> Response:
         fhir_req.principal = runtime.authenticator.authenticate(
             request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
         )
-    router = FhirRouter(runtime.session_factory, runtime.cds)
+    router = FhirRouter(runtime.database, runtime.cds)
     return _render(router.handle(fhir_req))
 
 

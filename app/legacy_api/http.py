@@ -31,7 +31,8 @@ def principal(endpoint: str) -> Principal:
 
 
 def unit_of_work(who: Principal) -> UnitOfWork:
-    return UnitOfWork(get_runtime().session_factory, who)
+    """GET views only read: they may run without a transaction (see app/db.Database)."""
+    return UnitOfWork(get_runtime().database, who, read_only=request.method == "GET")
 
 
 def body() -> Any:

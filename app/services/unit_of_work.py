@@ -8,32 +8,43 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy import Connection, RootTransaction
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import Principal
-from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed
+from app.db import Database
+from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed, VersionConflict
 from app.fhir.repository import Repository
 
 
 class UnitOfWork:
-    def __init__(self, session_factory: sessionmaker[Session], principal: Principal) -> None:
-        self._factory = session_factory
+    """`read_only` use cases (GET) may run without a transaction (see `Database`); the
+    repository then refuses writes, so a read path can never half-write."""
+
+    def __init__(self, database: Database, principal: Principal, *, read_only: bool = False):
+        self._database = database
         self.principal = principal
-        self.session: Session | None = None
+        self.read_only = read_only
+        self.conn: Connection | None = None
+        self._tx: RootTransaction | None = None
         self.repo: Repository
         #: Resources a transaction Bundle is about to create: references to them count as
         #: resolvable even before they are written.
         self.pending: set[tuple[str, str]] = set()
 
     def __enter__(self) -> UnitOfWork:
-        self.session = self._factory()
-        self.session.begin()
+        try:
+            self.conn = self._database.connect(read_only=self.read_only)
+        except (DBAPIError, PoolTimeout) as exc:
+            raise _translate(exc) or ServiceUnavailable() from exc
+        self._tx = self.conn.begin()
         scope = self.principal.patient_id if self.principal.is_patient_only else None
         if self.principal.is_patient_only and scope is None:
             scope = "\x00no-patient"  # a PATIENT token without a patient id sees nothing
-        self.repo = Repository(self.session, self.principal.tenant_id, patient_scope=scope)
+        self.repo = Repository(
+            self.conn, self.principal.tenant_id, patient_scope=scope, read_only=self.read_only
+        )
         return self
 
     def __exit__(
@@ -42,25 +53,43 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self.session is not None
+        assert self.conn is not None and self._tx is not None
         try:
             if exc_type is None or (isinstance(exc, AppError) and exc.keeps_writes):
                 try:
-                    self.session.commit()
-                except (OperationalError, PoolTimeout) as err:
-                    raise ServiceUnavailable() from err
+                    # The repository defers its inserts to here (one statement per table).
+                    self.repo.flush()
+                    self._tx.commit()
+                except (DBAPIError, PoolTimeout) as err:
+                    translated = _translate(err)
+                    if translated is None:
+                        raise
+                    raise translated from err
             else:
-                self.session.rollback()
+                self._tx.rollback()
         finally:
-            self.session.close()
-        if isinstance(exc, DataError):
-            # The database refused a value (e.g. a NUL character PostgreSQL cannot store):
-            # the client's data, not the server, is at fault, and nothing was written.
-            raise ValidationFailed(
-                "A value in the request cannot be stored",
-                issues=[Issue("A value in the request cannot be stored")],
-            ) from exc
-        if isinstance(exc, (OperationalError, PoolTimeout)) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
-            raise ServiceUnavailable() from exc
+            self.conn.close()  # rolls back whatever a failed commit left open
+        if isinstance(exc, DBAPIError | PoolTimeout):
+            translated = _translate(exc)
+            if translated is not None:
+                raise translated from exc
+
+
+def _translate(exc: DBAPIError | PoolTimeout) -> AppError | None:
+    """Database errors a client can act on; anything else stays a 500."""
+    if isinstance(exc, IntegrityError):
+        # Two writers raced for the same id (two PUTs creating one order, say): the loser
+        # wrote nothing and learns that the resource exists now.
+        return VersionConflict("A concurrent request wrote the same resource; re-read and retry")
+    if isinstance(exc, DataError):
+        # The database refused a value (e.g. a NUL character PostgreSQL cannot store):
+        # the client's data, not the server, is at fault, and nothing was written.
+        return ValidationFailed(
+            "A value in the request cannot be stored",
+            issues=[Issue("A value in the request cannot be stored")],
+        )
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return ServiceUnavailable()
+    if exc.connection_invalidated:
+        return ServiceUnavailable()
+    return None

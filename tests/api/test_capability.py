@@ -195,7 +195,7 @@ def world(
         stored[rtype] = r.json
     with app.app_context():
         system = Principal("test", tenant, frozenset({"ADMIN"}), frozenset({tenant}))
-        with UnitOfWork(get_runtime().session_factory, system) as uow:
+        with UnitOfWork(get_runtime().database, system) as uow:
             issue = uow.repo.create(
                 "DetectedIssue",
                 "cds-test-1",

@@ -333,7 +333,7 @@ def test_the_service_returns_orders_and_aggregated_alerts(
     clinician = Principal("dr-apply", tenant, frozenset({"CLINICIAN"}), frozenset({tenant}))
     with app.app_context():
         runtime = get_runtime()
-        with UnitOfWork(runtime.session_factory, clinician) as uow:
+        with UnitOfWork(runtime.database, clinician) as uow:
             result = OrderSetService(uow, runtime.cds).apply(
                 plan["id"], patient_id=pid, encounter_id=eid, reason="CAP pathway"
             )

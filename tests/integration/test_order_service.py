@@ -28,7 +28,7 @@ STEPS = {  # how to reach each state from a draft
 
 def _uow(app: Flask, tenant: str) -> UnitOfWork:
     who = Principal("svc-test", tenant, frozenset({"CLINICIAN", "ADMIN"}), frozenset({tenant}))
-    return UnitOfWork(get_runtime().session_factory, who)
+    return UnitOfWork(get_runtime().database, who)
 
 
 def _order(app: Flask, tenant: str, code: str) -> str:
@@ -135,7 +135,7 @@ def test_demo_seed_goes_through_the_workflow_and_runs_twice(app: Flask) -> None:
         runtime = get_runtime()
         demo.seed(runtime)
         demo.seed(runtime)  # idempotent
-        with UnitOfWork(runtime.session_factory, demo.SEEDER) as uow:
+        with UnitOfWork(runtime.database, demo.SEEDER) as uow:
             warfarin = uow.repo.read("MedicationRequest", "ord-demo-warfarin")
             cbc = uow.repo.read("ServiceRequest", "ord-demo-cbc")
             tasks = Fulfilment(uow).tasks_of(warfarin) if warfarin else []

@@ -11,8 +11,8 @@ from app.runtime import get_runtime
 
 
 def test_search_all_follows_every_page(app: Flask, tenant: str) -> None:
-    with app.app_context(), get_runtime().session_factory() as session, session.begin():
-        repo = Repository(session, tenant)
+    with app.app_context(), get_runtime().engine.connect() as conn, conn.begin():
+        repo = Repository(conn, tenant)
         made = {
             repo.create(
                 "ServiceRequest",

@@ -85,6 +85,7 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
                 cur = dbapi_conn.cursor()
                 cur.execute("SELECT 1")
                 cur.close()
+                dbapi_conn.rollback()  # the ping opened a transaction; hand over a clean one
             except Exception as exc:
                 raise DisconnectionError() from exc
 

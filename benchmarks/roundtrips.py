@@ -3,8 +3,10 @@
 The same operations the load phases send (benchmarks.run.Bench) are replayed once, in this
 process, against an app built by `create_app` on the benchmark database, with SQLAlchemy
 and Redis instrumented. One round trip per statement (an executemany is one: it is a single
-multi-row INSERT or a pipeline), plus, per pooled transaction, the pre-ping `SELECT 1`, the
-`BEGIN` and the `COMMIT`/`ROLLBACK` that psycopg sends.
+multi-row INSERT or a pipeline), plus, per transaction, the `BEGIN` and `COMMIT`/`ROLLBACK`
+that psycopg sends. Read-only units of work run in autocommit (no BEGIN/COMMIT), and the pool
+pings a connection only after it sat idle (app/db.py), which never happens under load: both
+are counted as they happen.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flask import Flask
 class Counts:
     statements: Counter[str] = field(default_factory=Counter)
     checkouts: int = 0
+    transactions: int = 0
     redis: int = 0
 
     @property
@@ -29,14 +32,15 @@ class Counts:
 
     @property
     def round_trips(self) -> int:
-        """Statements + per transaction: pre-ping, BEGIN, COMMIT/ROLLBACK."""
-        return self.total_statements + 3 * self.checkouts
+        """Statements + per transaction: BEGIN, COMMIT/ROLLBACK."""
+        return self.total_statements + 2 * self.transactions
 
     def describe(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in self.statements.most_common())
         return (
-            f"{self.total_statements} SQL statements ({kinds}) in {self.checkouts} "
-            f"transaction(s) = {self.round_trips} DB round trips; {self.redis} Redis commands"
+            f"{self.total_statements} SQL statements ({kinds}) on {self.checkouts} "
+            f"connection(s), {self.transactions} transaction(s) = {self.round_trips} DB round "
+            f"trips; {self.redis} Redis commands"
         )
 
 
@@ -76,6 +80,7 @@ class Counter_:
         self.counts = Counts()
         event.listen(runtime.engine, "before_cursor_execute", self._statement)
         event.listen(runtime.engine.pool, "checkout", self._checkout)
+        event.listen(runtime.engine, "begin", self._begin)
         redis_client = getattr(runtime.cache, "_client", None) or getattr(
             runtime.cache, "client", None
         )
@@ -100,6 +105,10 @@ class Counter_:
 
     def _checkout(self, *_args: Any) -> None:
         self.counts.checkouts += 1
+
+    def _begin(self, conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            self.counts.transactions += 1
 
     def client(self) -> FlaskClient:
         return FlaskClient(self.app)

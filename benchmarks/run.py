@@ -521,8 +521,8 @@ def report(
         f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%). server = gunicorn master + "
         "workers; PG = all postgres processes; client = this load generator; other = the rest "
         "of the machine (other jobs, kernel), i.e. noise. srv ms/req = server CPU ms per "
-        "request. DB trips = database round trips one request makes (statements + pre-ping, "
-        "BEGIN, COMMIT per transaction; see below). * = a single-use pool ran out."
+        "request. DB trips = database round trips one request makes (statements + BEGIN, "
+        "COMMIT per transaction; see below). * = a single-use pool ran out."
     )
     noisy = [
         name
@@ -769,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
                     "round_trips": {
                         k: {
                             "statements": dict(v.statements),
-                            "transactions": v.checkouts,
+                            "connections": v.checkouts,
+                            "transactions": v.transactions,
                             "round_trips": v.round_trips,
                             "redis": v.redis,
                         }

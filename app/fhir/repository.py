@@ -43,6 +43,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import VersionConflict
@@ -132,7 +134,12 @@ READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock i
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
 DELETE_INDEX = {t: _delete_index(t) for t in INDEX_TABLES}
-INSERT = {t: insert(t) for t in (*WRITE_ORDER, CK)}
+INSERT = {t: insert(t) for t in WRITE_ORDER}
+CLAIM_KEY = {
+    # An INSERT's rowcount is only kept on request (SQLAlchemy 2.x `preserve_rowcount`).
+    "postgresql": pg_insert(CK).on_conflict_do_nothing().execution_options(preserve_rowcount=True),
+    "sqlite": sqlite_insert(CK).on_conflict_do_nothing().execution_options(preserve_rowcount=True),
+}
 
 
 @dataclass(frozen=True)
@@ -553,26 +560,20 @@ class Repository:
     ) -> bool:
         """Insert the key row; False if another transaction holds it (it then wins).
 
-        On PostgreSQL a concurrent insert of the same key blocks until the first commits,
-        then fails here: exactly one creator per key, whatever the timing.
+        `INSERT … ON CONFLICT DO NOTHING` (PostgreSQL and SQLite): on PostgreSQL a concurrent
+        insert of the same key blocks until the first commits, then inserts nothing here:
+        exactly one creator per key, whatever the timing — in one round trip, no savepoint.
         """
         self._writable()
-        self.flush()
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(
-                    INSERT[CK],
-                    {
-                        "tenant_id": self.tenant_id,
-                        "res_type": resource_type,
-                        "key": key,
-                        "res_id": rid,
-                        "payload_hash": payload_hash,
-                    },
-                )
-        except IntegrityError:
-            return False
-        return True
+        row = {
+            "tenant_id": self.tenant_id,
+            "res_type": resource_type,
+            "key": key,
+            "res_id": rid,
+            "payload_hash": payload_hash,
+        }
+        result = self._execute(CLAIM_KEY[self.conn.dialect.name], row)
+        return bool(result.rowcount == 1)
 
     def reassign_conditional_key(self, resource_type: str, key: str, rid: str) -> None:
         self._writable()

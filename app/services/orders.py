@@ -149,8 +149,8 @@ class OrderService:
             earlier = self._claim_mutation(mutation, rid)
             if earlier is not None:
                 return earlier
-        patient_id = self._check_patient_and_encounter(resource_type, order)
-        check_references(self.uow, resource_type, order)
+        patient_id, checked = self._check_patient_and_encounter(resource_type, order)
+        check_references(self.uow, resource_type, order, known=checked)
         order = {**order, "id": rid}
         found = self.engine.evaluate(self._context(order, patient_id, "order-select"))
         blocking = [a for a in found if a.level == "hard-stop"]
@@ -190,7 +190,11 @@ class OrderService:
             raise DuplicateMutation("clientMutationId belongs to an order that is not visible")
         return OrderResult(existing, self._alerts_of(existing), replayed=True)
 
-    def _check_patient_and_encounter(self, resource_type: str, order: dict[str, Any]) -> str:
+    def _check_patient_and_encounter(
+        self, resource_type: str, order: dict[str, Any]
+    ) -> tuple[str, set[tuple[str, str]]]:
+        """The order's patient id, and the (type, id) pairs read here (which then need no
+        second existence check)."""
         patient_id = patient_of(order)
         field_name = "patient" if resource_type == "NutritionOrder" else "subject"
         if patient_id is None:
@@ -201,12 +205,14 @@ class OrderService:
             raise PatientNotFound(f"Patient/{patient_id} not found")
         if patient.content.get("deceasedBoolean") or patient.content.get("deceasedDateTime"):
             raise PatientDeceased(f"Patient/{patient_id} is deceased")
+        checked = {("Patient", patient_id)}
         enc_ref = (order.get("encounter") or {}).get("reference")
         if enc_ref:
             parsed = parse_reference(enc_ref)
             encounter = self.repo.read("Encounter", parsed[1]) if parsed else None
             if encounter is None:
                 raise EncounterNotFound(f"{enc_ref} not found")
+            checked.add(("Encounter", encounter.id))
             if patient_of(encounter.content) != patient_id:
                 raise EncounterInactive(f"{enc_ref} belongs to another patient")
             if encounter.content.get("status") not in ACTIVE_ENCOUNTER:
@@ -214,20 +220,34 @@ class OrderService:
                     f"{enc_ref} is {encounter.content.get('status')}; orders need an encounter "
                     "that is in-progress, arrived, triaged or onleave"
                 )
-        return patient_id
+        return patient_id, checked
 
     # ------------------------------------------------------------------ CDS context
     def _context(self, order: dict[str, Any], patient_id: str, hook: Hook) -> OrderContext:
+        """Load what the rules for this order type read, and no more (app/cds/rules):
+
+        - MedicationRequest: the allergies and the open MedicationRequests (drug-allergy,
+          interactions and duplicates compare the drug with all of them);
+        - ServiceRequest: open ServiceRequests sharing one of its codes (the duplicate rule
+          compares nothing else) — an indexed lookup instead of every open order;
+        - NutritionOrder: open NutritionOrders (diet duplicates; few per patient).
+
+        Every rule compares an order only with orders of its own type. "Open" is per hook:
+        draft/active/on-hold at order-select, active/on-hold at order-sign (DESIGN §6).
+        """
         statuses = COUNTS_AT_CREATE if hook == "order-select" else COUNTS_AT_SIGN
-        allergies = self._search("AllergyIntolerance", [("patient", patient_id)])
-        others: list[dict[str, Any]] = []
-        for rtype in ORDER_TYPES:
-            found = self._search(rtype, [("patient", patient_id), ("status", ",".join(statuses))])
-            others += [
-                o
-                for o in found
-                if not (rtype == order["resourceType"] and o["id"] == order.get("id"))
-            ]
+        rtype = order["resourceType"]
+        params = [("patient", patient_id), ("status", ",".join(statuses))]
+        allergies: list[dict[str, Any]] = []
+        if rtype == "MedicationRequest":
+            allergies = self._search("AllergyIntolerance", [("patient", patient_id)])
+        codes = _code_filter(order.get("code")) if rtype == "ServiceRequest" else None
+        if codes == "":  # no code: nothing to compare, nothing to load
+            others: list[dict[str, Any]] = []
+        else:
+            if codes is not None:
+                params.append(("code", codes))
+            others = [o for o in self._search(rtype, params) if o["id"] != order.get("id")]
         return OrderContext(
             order=order,
             patient_id=patient_id,
@@ -307,11 +327,10 @@ class OrderService:
     def _activate(self, current: StoredResource, *, reason: str | None) -> OrderResult:
         """order-sign: re-run CDS on current server state, reconcile alerts, gate, activate."""
         order = current.content
-        patient_id = self._check_patient_and_encounter(current.resource_type, order)
+        patient_id, _checked = self._check_patient_and_encounter(current.resource_type, order)
         found = self.engine.evaluate(self._context(order, patient_id, "order-sign"))
         now = utcnow()
-        issues = self._reconcile(current, patient_id, found, now)
-        current = self.repo.read(current.resource_type, current.id) or current
+        issues, current = self._reconcile(current, patient_id, found, now)
         views = [alert_store.view(i) for i in issues]
         open_views = [v for v in views if not v.resolved]
         details = [_alert_detail(v) for v in open_views]
@@ -330,8 +349,9 @@ class OrderService:
 
     def _reconcile(
         self, current: StoredResource, patient_id: str, found: list[Any], now: datetime
-    ) -> list[dict[str, Any]]:
-        """Store new alerts, resolve those whose cause is gone; return the order's alerts."""
+    ) -> tuple[list[dict[str, Any]], StoredResource]:
+        """Store new alerts, resolve those whose cause is gone; return the order's alerts and
+        the order as it now is (a MedicationRequest gains links to new alerts)."""
         order_ref = current.reference
         existing = self._alerts_of(current)
         by_cause = {alert_store.view(i).cause: i for i in existing}
@@ -359,14 +379,14 @@ class OrderService:
                 *current.content.get("detectedIssue", []),
                 *({"reference": f"DetectedIssue/{i['id']}"} for i in new),
             ]
-            self._write(
+            current = self._write(
                 current.resource_type,
                 current.id,
                 {**current.content, "detectedIssue": links},
                 current.version_id,
                 reason="order-sign decision support found new alerts",
             )
-        return result
+        return result, current
 
     def _write_issue(self, issue: dict[str, Any], reason: str) -> dict[str, Any]:
         stored = self.repo.read("DetectedIssue", issue["id"])
@@ -464,13 +484,35 @@ class OrderService:
                 f"{current.reference} is {state.value}; only drafts can be edited "
                 "(cancel and re-order instead)"
             )
-        self._check_patient_and_encounter(resource_type, doc)
-        check_references(self.uow, resource_type, doc)
+        _patient, checked = self._check_patient_and_encounter(resource_type, doc)
+        check_references(self.uow, resource_type, doc, known=checked)
         expected = if_match if if_match is not None else current.version_id
         if "detectedIssue" in current.content:
             doc = {**doc, "detectedIssue": current.content["detectedIssue"]}
         stored = self._write(resource_type, rid, doc, expected, reason=reason)
         return OrderResult(stored), False
+
+
+#: Characters with a meaning in a token search value: such codes are not narrowed by search.
+_TOKEN_SYNTAX = frozenset(",|$\\")
+
+
+def _code_filter(concept: Any) -> str | None:
+    """A `code` search value matching every coding of the concept ("" when it has none), or
+    None when a coding cannot be searched for exactly (then all open orders are loaded and
+    the rule compares them itself). A coding without a system matches the code in any system,
+    a superset the rule narrows."""
+    if not isinstance(concept, dict):
+        return ""
+    values: list[str] = []
+    for coding in concept.get("coding") or ():
+        if not isinstance(coding, dict) or not coding.get("code"):
+            continue
+        system, code = str(coding.get("system") or ""), str(coding["code"])
+        if _TOKEN_SYNTAX & set(system + code) or len(system) > 255 or len(code) > 255:
+            return None
+        values.append(f"{system}|{code}" if system else code)
+    return ",".join(values)
 
 
 def _reason_text(doc: dict[str, Any]) -> str | None:

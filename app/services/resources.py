@@ -51,12 +51,19 @@ def references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from references(item, f"{path}[{i}]")
 
 
-def check_references(uow: UnitOfWork, resource_type: str, body: dict[str, Any]) -> None:
+def check_references(
+    uow: UnitOfWork,
+    resource_type: str,
+    body: dict[str, Any],
+    *,
+    known: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+) -> None:
     """Relative references to types this server stores must exist in the caller's tenant.
 
-    Resources a transaction is about to create (`uow.pending`) count as present.
+    Resources a transaction is about to create (`uow.pending`) count as present, and so do
+    those the caller has just read in this unit of work (`known`).
     """
-    pending = uow.pending
+    pending = uow.pending | known
     stored = load_definitions()
     wanted: dict[tuple[str, str], str] = {}
     dangling = [

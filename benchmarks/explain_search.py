@@ -69,6 +69,7 @@ def main() -> None:
                     new_id("MedicationRequest"),
                     _med(random.choice(patients), i),
                 )
+            repo.flush()  # the repository defers its inserts; `engine.begin()` only commits
         done = min(done + 5000, args.rows)
     print(f"loaded {args.rows} MedicationRequests in {time.perf_counter() - started:.1f}s")
     with engine.connect() as conn:

@@ -45,7 +45,9 @@ def make_settings(backend: str, instance: Path) -> Settings:
         return Settings(instance_path=instance, database_url=f"sqlite:///{instance / 'test.db'}")
     return Settings(
         instance_path=instance,
-        database_url=_fresh_pg_database(),
+        # Created once per session: dropping it again would kill the pooled connections of
+        # apps already serving from it.
+        database_url=_pg_url_existing(),
         redis_url=REDIS_TEST_URL,
         extra={"pool_size": 20, "max_overflow": 20},
     )

@@ -212,7 +212,7 @@ class Repository:
         for table in WRITE_ORDER:
             rows = pending.get(table)
             if rows:
-                self.conn.execute(INSERT[table], rows)
+                self.conn.execute(INSERT[table], rows[0] if len(rows) == 1 else rows)
 
     def _binds(self, resource_type: str, rid: str | None = None) -> dict[str, Any]:
         binds: dict[str, Any] = {"b_tenant": self.tenant_id, "b_type": resource_type}

@@ -6,6 +6,7 @@ commits on success and rolls back on any exception, so a request writes all or n
 
 from __future__ import annotations
 
+from contextlib import suppress
 from types import TracebackType
 
 from sqlalchemy import Connection, RootTransaction
@@ -38,7 +39,11 @@ class UnitOfWork:
             self.conn = self._database.connect(read_only=self.read_only)
         except (DBAPIError, PoolTimeout) as exc:
             raise _translate(exc) or ServiceUnavailable() from exc
-        self._tx = self.conn.begin()
+        try:
+            self._tx = self.conn.begin()  # SQLite: BEGIN IMMEDIATE may time out on the lock
+        except DBAPIError as exc:
+            self.conn.close()
+            raise _translate(exc) or ServiceUnavailable() from exc
         scope = self.principal.patient_id if self.principal.is_patient_only else None
         if self.principal.is_patient_only and scope is None:
             scope = "\x00no-patient"  # a PATIENT token without a patient id sees nothing
@@ -66,7 +71,9 @@ class UnitOfWork:
                         raise
                     raise translated from err
             else:
-                self._tx.rollback()
+                # If the connection is gone nothing was committed: the original error stands.
+                with suppress(DBAPIError):
+                    self._tx.rollback()
         finally:
             self.conn.close()  # rolls back whatever a failed commit left open
         if isinstance(exc, DBAPIError | PoolTimeout):

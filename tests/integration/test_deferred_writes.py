@@ -1,0 +1,455 @@
+"""Deferred inserts and index diffs in the repository, through real units of work (both
+backends).
+
+`Repository.create()` / `update()` collect their rows and write one multi-row INSERT per
+table before the next statement or at commit; `update()` diffs the search-index rows against
+the version it replaces when this unit of work read or wrote exactly that version. These
+tests pin what that must never change: a unit of work reads its own writes, the index rows
+after any update are exactly those of the new content, database errors raised by a deferred
+insert still map to the right client error, and nothing half-written survives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, Table, event, func, select
+
+from app.auth import Principal
+from app.domain.ids import new_id
+from app.errors import ValidationFailed, VersionConflict
+from app.fhir.repository import Repository
+from app.fhir.search.query import parse_search
+from app.fhir.storage import (
+    DateIndexRow,
+    ReferenceIndexRow,
+    ResourceRow,
+    ResourceVersionRow,
+    StringIndexRow,
+    TokenIndexRow,
+)
+from app.runtime import get_runtime
+from app.services.unit_of_work import UnitOfWork
+from tests.fhir_data import LOINC, patient, service_request
+
+RES = cast(Table, ResourceRow.__table__)
+VER = cast(Table, ResourceVersionRow.__table__)
+INDEX = {
+    "sp_token": cast(Table, TokenIndexRow.__table__),
+    "sp_reference": cast(Table, ReferenceIndexRow.__table__),
+    "sp_date": cast(Table, DateIndexRow.__table__),
+    "sp_string": cast(Table, StringIndexRow.__table__),
+}
+#: The value columns of each index table, in the order the tuples below use.
+VALUE_COLUMNS = {
+    "sp_token": ("param", "system", "code"),
+    "sp_reference": ("param", "ref_type", "ref_id"),
+    "sp_date": ("param", "low", "high"),
+    "sp_string": ("param", "value", "exact"),
+}
+SR = "ServiceRequest"
+
+
+class Rollback(Exception):
+    """Raised at the end of a with block to make the unit of work roll back."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _uow(tenant: str, *, read_only: bool = False) -> UnitOfWork:
+    who = Principal("deferred-test", tenant, frozenset({"CLINICIAN", "ADMIN"}), frozenset({tenant}))
+    return UnitOfWork(get_runtime().database, who, read_only=read_only)
+
+
+def _order(code: str, pid: str = "p-deferred", **extra: Any) -> dict[str, Any]:
+    return service_request(pid, code={"coding": [{"system": LOINC, "code": code}]}, **extra)
+
+
+def _create(app: Flask, tenant: str, content: dict[str, Any], rtype: str = SR) -> str:
+    rid = new_id(rtype)
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create(rtype, rid, content)
+    return rid
+
+
+def _index_rows(app: Flask, tenant: str, rtype: str, rid: str) -> dict[str, set[tuple[Any, ...]]]:
+    """Every index row of one resource, per table, without the key columns."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    with app.app_context(), get_runtime().engine.connect() as conn:
+        for name, table in INDEX.items():
+            cols = [table.c[name] for name in VALUE_COLUMNS[name]]
+            rows = conn.execute(
+                select(*cols).where(
+                    table.c.tenant_id == tenant, table.c.res_type == rtype, table.c.res_id == rid
+                )
+            ).all()
+            out[name] = {tuple(r) for r in rows}
+    return out
+
+
+def _stored(app: Flask, tenant: str, rtype: str, rid: str) -> tuple[list[Any], list[Any]]:
+    """(resources rows, resource_versions rows) of one resource, straight from the tables."""
+    with app.app_context(), get_runtime().engine.connect() as conn:
+        res = conn.execute(
+            select(RES.c.version_id, RES.c.content).where(
+                RES.c.tenant_id == tenant, RES.c.res_type == rtype, RES.c.id == rid
+            )
+        ).all()
+        ver = conn.execute(
+            select(VER.c.version_id, VER.c.content)
+            .where(VER.c.tenant_id == tenant, VER.c.res_type == rtype, VER.c.id == rid)
+            .order_by(VER.c.version_id)
+        ).all()
+    return list(res), list(ver)
+
+
+def _search_ids(repo: Repository, rtype: str, params: list[tuple[str, str]]) -> set[str]:
+    return {r.id for r in repo.search(parse_search(rtype, params)).resources}
+
+
+def _found(app: Flask, tenant: str, rtype: str, params: list[tuple[str, str]]) -> set[str]:
+    with app.app_context(), _uow(tenant, read_only=True) as uow:
+        return _search_ids(uow.repo, rtype, params)
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _deletes(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.upper().startswith("DELETE")]
+
+
+def _index_inserts(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.upper().startswith("INSERT INTO SP_")]
+
+
+# --------------------------------------------------------------------------- 1. read your writes
+def test_a_unit_of_work_reads_its_own_deferred_writes(app: Flask, tenant: str) -> None:
+    rid = new_id(SR)
+    with app.app_context(), pytest.raises(Rollback), _uow(tenant) as uow:
+        repo = uow.repo
+        repo.create(SR, rid, _order("ryw-1", pid="p-ryw"))
+        assert _search_ids(repo, SR, [("patient", "p-ryw")]) == {rid}, (
+            "search by patient must see an uncommitted create of this unit of work"
+        )
+        assert _search_ids(repo, SR, [("code", f"{LOINC}|ryw-1")]) == {rid}, (
+            "search by code (sp_token) must see an uncommitted create of this unit of work"
+        )
+        assert _search_ids(repo, SR, [("code", "ryw-1")]) == {rid}
+        found = repo.read(SR, rid)
+        assert found is not None and found.version_id == 1
+        assert found.content["code"]["coding"][0]["code"] == "ryw-1"
+        # A second create after the first flush: both visible, also to a count.
+        rid2 = new_id(SR)
+        repo.create(SR, rid2, _order("ryw-2", pid="p-ryw"))
+        assert _search_ids(repo, SR, [("patient", "p-ryw")]) == {rid, rid2}
+        summary = repo.search(parse_search(SR, [("patient", "p-ryw"), ("_summary", "count")]))
+        assert summary.total == 2
+        assert repo.existing([(SR, rid), (SR, rid2), (SR, "nope")]) == {(SR, rid), (SR, rid2)}
+        raise Rollback
+    # Nothing was committed: what the searches saw came from this transaction alone.
+    assert _stored(app, tenant, SR, rid) == ([], [])
+    assert _found(app, tenant, SR, [("patient", "p-ryw")]) == set()
+    assert _index_rows(app, tenant, SR, rid) == {name: set() for name in INDEX}
+
+
+def test_a_create_is_written_at_commit_without_any_later_statement(app: Flask, tenant: str) -> None:
+    """The last deferred rows of a unit of work (nothing reads after them) reach the tables."""
+    rid = new_id(SR)
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, _order("at-commit", pid="p-commit"))
+    res, ver = _stored(app, tenant, SR, rid)
+    assert [r.version_id for r in res] == [1] and [v.version_id for v in ver] == [1]
+    assert _found(app, tenant, SR, [("code", "at-commit")]) == {rid}
+    assert _found(app, tenant, SR, [("patient", "p-commit")]) == {rid}
+    assert ("code", LOINC, "at-commit") in _index_rows(app, tenant, SR, rid)["sp_token"]
+
+
+# --------------------------------------------------------------------------- 2. index diff
+def test_an_update_after_a_read_replaces_the_changed_index_rows_only(
+    app: Flask, tenant: str
+) -> None:
+    rid = _create(app, tenant, _order("code-a"))
+    before = _index_rows(app, tenant, SR, rid)
+    assert ("code", LOINC, "code-a") in before["sp_token"]
+    engine: Engine = app.extensions["orders"].engine
+
+    with app.app_context(), _statements(engine) as sql, _uow(tenant) as uow:
+        current = uow.repo.read(SR, rid)
+        assert current is not None
+        uow.repo.update(SR, rid, _order("code-b"), expected_version=current.version_id)
+    after = _index_rows(app, tenant, SR, rid)
+    assert after["sp_token"] == (before["sp_token"] - {("code", LOINC, "code-a")}) | {
+        ("code", LOINC, "code-b")
+    }
+    for name in ("sp_reference", "sp_date", "sp_string"):
+        assert after[name] == before[name], f"{name} rows changed though no value of it did"
+    deletes = _deletes(sql)
+    assert deletes and all("sp_token" in s for s in deletes), (
+        f"only the removed sp_token row may be deleted after a read, got {deletes}"
+    )
+    assert _found(app, tenant, SR, [("code", "code-a")]) == set()
+    assert _found(app, tenant, SR, [("code", f"{LOINC}|code-b")]) == {rid}
+
+    # An update that only changes `note`: no index row is touched at all.
+    with app.app_context(), _statements(engine) as sql, _uow(tenant) as uow:
+        current = uow.repo.read(SR, rid)
+        assert current is not None and current.version_id == 2
+        uow.repo.update(
+            SR, rid, {**current.content, "note": [{"text": "fasting"}]}, expected_version=2
+        )
+    assert _index_rows(app, tenant, SR, rid) == after, "a note-only update changed index rows"
+    assert _deletes(sql) == [], f"a note-only update after a read issued DELETEs: {_deletes(sql)}"
+    assert _index_inserts(sql) == [], f"a note-only update inserted index rows: {sql}"
+    res, ver = _stored(app, tenant, SR, rid)
+    assert res[0].version_id == 3 and res[0].content["note"] == [{"text": "fasting"}]
+    assert [v.version_id for v in ver] == [1, 2, 3]
+
+
+def test_diffed_updates_handle_dates_references_and_strings(app: Flask, tenant: str) -> None:
+    """Every index table through the diff path: a changed date, reference and string leave
+    exactly the rows a fresh create of the new content would have."""
+    rid = _create(
+        app,
+        tenant,
+        _order(
+            "diff",
+            authoredOn="2026-01-02T10:00:00Z",
+            requester={"reference": "Practitioner/dr-old"},
+        ),
+    )
+    new = _order(
+        "diff",
+        authoredOn="2026-03-04T05:06:07Z",
+        requester={"reference": "Practitioner/dr-new"},
+    )
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.read(SR, rid) is not None
+        uow.repo.update(SR, rid, new, expected_version=1)
+    twin = _create(app, tenant, new)
+    assert _index_rows(app, tenant, SR, rid) == _index_rows(app, tenant, SR, twin), (
+        "after a diffed update the index rows must equal those of a fresh create"
+    )
+    assert _found(app, tenant, SR, [("authored", "2026-01-02")]) == set(), (
+        "the replaced authoredOn date row must be deleted"
+    )
+    assert _found(app, tenant, SR, [("authored", "2026-03-04")]) == {rid, twin}
+    assert _found(app, tenant, SR, [("requester", "Practitioner/dr-old")]) == set()
+    assert _found(app, tenant, SR, [("requester", "Practitioner/dr-new")]) == {rid, twin}
+
+    pid = new_id("Patient")
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create("Patient", pid, patient(name=[{"family": "Oldname"}]))
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.read("Patient", pid) is not None
+        uow.repo.update(
+            "Patient",
+            pid,
+            patient(name=[{"family": "Newname"}], birthDate="1980-05-06"),
+            expected_version=1,
+        )
+    assert _found(app, tenant, "Patient", [("name", "oldname")]) == set()
+    assert _found(app, tenant, "Patient", [("name", "newname")]) == {pid}
+    assert _found(app, tenant, "Patient", [("birthdate", "1970-01-01")]) == set()
+    assert _found(app, tenant, "Patient", [("birthdate", "1980-05-06")]) == {pid}
+
+
+def test_create_then_updates_in_one_unit_of_work(app: Flask, tenant: str) -> None:
+    """The diff base may be a version this unit of work wrote and has not flushed yet."""
+    rid = new_id(SR)
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, _order("same-1"))
+        uow.repo.update(SR, rid, _order("same-2"), expected_version=1)
+        uow.repo.update(SR, rid, _order("same-1", priority="urgent"), expected_version=2)
+        assert _search_ids(uow.repo, SR, [("code", "same-2")]) == set()
+        assert _search_ids(uow.repo, SR, [("code", "same-1")]) == {rid}
+    twin = _create(app, tenant, _order("same-1", priority="urgent"))
+    assert _index_rows(app, tenant, SR, rid) == _index_rows(app, tenant, SR, twin)
+    res, ver = _stored(app, tenant, SR, rid)
+    assert res[0].version_id == 3 and [v.version_id for v in ver] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- 3. fallback
+def test_an_update_without_a_read_replaces_all_index_rows(app: Flask, tenant: str) -> None:
+    rid = _create(
+        app, tenant, _order("fb-a", requester={"reference": "Practitioner/dr-a"}, priority="stat")
+    )
+    new = _order("fb-b", authoredOn="2026-02-03T00:00:00Z")
+    with app.app_context(), get_runtime().engine.connect() as conn, conn.begin():
+        repo = Repository(conn, tenant)  # fresh: it has read nothing
+        repo.update(SR, rid, new, expected_version=1)
+        repo.flush()  # outside a UnitOfWork the caller writes the deferred rows itself
+    rows = _index_rows(app, tenant, SR, rid)
+    assert ("code", LOINC, "fb-a") not in rows["sp_token"]
+    assert ("code", LOINC, "fb-b") in rows["sp_token"]
+    assert ("priority", "", "stat") not in rows["sp_token"]
+    assert not any(r[0] == "requester" for r in rows["sp_reference"])
+    twin = _create(app, tenant, new)
+    assert rows == _index_rows(app, tenant, SR, twin), (
+        "after an update without a read the index rows must equal those of a fresh create"
+    )
+    assert _found(app, tenant, SR, [("code", "fb-a")]) == set()
+    assert _found(app, tenant, SR, [("code", "fb-b")]) == {rid, twin}
+    assert _found(app, tenant, SR, [("authored", "2026-01-02")]) == set()
+
+    # Through a unit of work too, for a type without reference parameters (Patient).
+    pid = new_id("Patient")
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create("Patient", pid, patient(name=[{"family": "Before"}]))
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.update("Patient", pid, patient(name=[{"family": "After"}]), expected_version=1)
+    assert _found(app, tenant, "Patient", [("name", "before")]) == set()
+    assert _found(app, tenant, "Patient", [("name", "after")]) == {pid}
+
+
+# --------------------------------------------------------------------------- 4. id clash
+def test_a_clashing_deferred_create_is_a_conflict_at_exit_and_writes_nothing(
+    app: Flask, tenant: str
+) -> None:
+    rid = new_id(SR)
+    with app.app_context(), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, _order("first"))
+    before = _index_rows(app, tenant, SR, rid)
+    with app.app_context(), pytest.raises(VersionConflict), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, _order("second", pid="p-other"))
+        uow.repo.create(SR, new_id(SR), _order("bystander"))
+    res, ver = _stored(app, tenant, SR, rid)
+    assert [(r.version_id, r.content["code"]["coding"][0]["code"]) for r in res] == [(1, "first")]
+    assert [(v.version_id, v.content["code"]["coding"][0]["code"]) for v in ver] == [(1, "first")]
+    assert _index_rows(app, tenant, SR, rid) == before
+    assert _found(app, tenant, SR, [("code", "second")]) == set()
+    assert _found(app, tenant, SR, [("code", "bystander")]) == set(), (
+        "the whole unit of work must roll back, not only the clashing row"
+    )
+
+
+def test_a_clash_surfacing_inside_the_block_is_a_conflict_too(app: Flask, tenant: str) -> None:
+    """The next statement flushes the deferred rows: the IntegrityError is raised inside the
+    with block and must still become VersionConflict."""
+    rid = _create(app, tenant, _order("first"))
+    with app.app_context(), pytest.raises(VersionConflict), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, _order("second"))
+        uow.repo.read(SR, rid)
+    res, ver = _stored(app, tenant, SR, rid)
+    assert len(res) == 1 and len(ver) == 1
+    assert res[0].content["code"]["coding"][0]["code"] == "first"
+
+
+# --------------------------------------------------------------------------- 5. NUL (PostgreSQL)
+@pytest.mark.parametrize(
+    "where",
+    ["note", "code"],
+)
+def test_a_nul_character_is_a_validation_error_at_exit_on_postgresql(
+    pg_app: Flask, tenant: str, where: str
+) -> None:
+    app = pg_app  # SQLite stores NUL characters: the database error exists on PostgreSQL only
+    rid = new_id(SR)
+    content = _order("nul\x00code") if where == "code" else _order("ok", note=[{"text": "a\x00b"}])
+    with app.app_context(), pytest.raises(ValidationFailed), _uow(tenant) as uow:
+        uow.repo.create(SR, rid, content)
+        other = new_id(SR)
+        uow.repo.create(SR, other, _order("innocent"))
+    assert _stored(app, tenant, SR, rid) == ([], [])
+    assert _index_rows(app, tenant, SR, rid) == {name: set() for name in INDEX}
+    assert _found(app, tenant, SR, [("code", "innocent")]) == set()
+
+
+def test_a_nul_character_in_an_update_is_a_validation_error_on_postgresql(
+    pg_app: Flask, tenant: str
+) -> None:
+    app = pg_app
+    rid = _create(app, tenant, _order("clean"))
+    before = _index_rows(app, tenant, SR, rid)
+    with app.app_context(), pytest.raises(ValidationFailed), _uow(tenant) as uow:
+        current = uow.repo.read(SR, rid)
+        assert current is not None
+        uow.repo.update(SR, rid, _order("dirty\x00"), expected_version=1)
+    res, ver = _stored(app, tenant, SR, rid)
+    assert [r.version_id for r in res] == [1] and [v.version_id for v in ver] == [1]
+    assert _index_rows(app, tenant, SR, rid) == before
+
+
+# --------------------------------------------------------------------------- 6. read-only
+def test_a_read_only_unit_of_work_refuses_every_write(app: Flask, tenant: str) -> None:
+    rid = _create(app, tenant, _order("ro"))
+    new_rid = new_id(SR)
+    with app.app_context(), _uow(tenant, read_only=True) as uow:
+        current = uow.repo.read(SR, rid)
+        assert current is not None
+        with pytest.raises(RuntimeError):
+            uow.repo.create(SR, new_rid, _order("ro-new"))
+        with pytest.raises(RuntimeError):
+            uow.repo.update(SR, rid, _order("ro-changed"), expected_version=1)
+        with pytest.raises(RuntimeError):
+            uow.repo.claim_conditional_key(SR, "ro-key", new_rid)
+        with pytest.raises(RuntimeError):
+            uow.repo.reassign_conditional_key(SR, "ro-key", new_rid)
+        # Reads still work after the refusals, and the block ends normally (commit path).
+        assert _search_ids(uow.repo, SR, [("code", "ro")]) == {rid}
+    assert _stored(app, tenant, SR, new_rid) == ([], [])
+    res, ver = _stored(app, tenant, SR, rid)
+    assert [r.version_id for r in res] == [1] and len(ver) == 1
+    assert res[0].content["code"]["coding"][0]["code"] == "ro"
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.key_owner(SR, "ro-key") is None
+
+
+# --------------------------------------------------------------------------- 7. conditional keys
+def test_claim_conditional_key_is_first_come_first_served(app: Flask, tenant: str) -> None:
+    first, second = new_id(SR), new_id(SR)
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.claim_conditional_key(SR, "k-1", first, "hash-1") is True
+        assert uow.repo.claim_conditional_key(SR, "k-1", second, "hash-2") is False, (
+            "a second claim of a key in the same transaction must lose"
+        )
+        assert uow.repo.key_owner(SR, "k-1") == (first, "hash-1")
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.claim_conditional_key(SR, "k-1", second, "hash-2") is False, (
+            "a claim of a committed key must lose"
+        )
+        assert uow.repo.claim_conditional_key(SR, "k-2", second) is True
+        # A lost claim leaves the transaction usable (no aborted transaction on PostgreSQL).
+        uow.repo.create(SR, second, _order("after-claim"))
+        assert uow.repo.read(SR, second) is not None
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.key_owner(SR, "k-1") == (first, "hash-1")
+        assert uow.repo.key_owner(SR, "k-2") == (second, None)
+        assert uow.repo.read(SR, second) is not None
+    # Keys are per tenant and per type.
+    with app.app_context(), _uow(f"{tenant}-other") as uow:
+        assert uow.repo.claim_conditional_key(SR, "k-1", second) is True
+    with app.app_context(), _uow(tenant) as uow:
+        assert uow.repo.claim_conditional_key("MedicationRequest", "k-1", second) is True
+
+
+def test_row_counts_match_after_mixed_deferred_writes(app: Flask, tenant: str) -> None:
+    """Many creates and updates in one unit of work: one version row per version written."""
+    ids = [new_id(SR) for _ in range(5)]
+    with app.app_context(), _uow(tenant) as uow:
+        for n, rid in enumerate(ids):
+            uow.repo.create(SR, rid, _order(f"mix-{n}", pid="p-mix"))
+        for rid in ids[:3]:
+            uow.repo.update(SR, rid, _order("mix-updated", pid="p-mix"), expected_version=1)
+    with app.app_context(), get_runtime().engine.connect() as conn:
+        versions = conn.execute(
+            select(func.count()).select_from(VER).where(VER.c.tenant_id == tenant)
+        ).scalar_one()
+    assert versions == 8
+    assert _found(app, tenant, SR, [("code", "mix-updated")]) == set(ids[:3])
+    assert _found(app, tenant, SR, [("patient", "p-mix")]) == set(ids)

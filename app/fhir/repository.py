@@ -357,13 +357,21 @@ class Repository:
         return {r.id: r.last_updated for r in rows}
 
     def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
+        """Resources of any mix of types, in one statement."""
         by_type: dict[str, set[str]] = defaultdict(set)
         for rtype, rid in refs:
             by_type[rtype].add(rid)
-        out: list[StoredResource] = []
-        for rtype, ids in by_type.items():
-            rows = self._execute(select(R).where(*self._scoped(rtype), R.c.id.in_(ids)))
-            out.extend(self._row(r) for r in rows)
+        if not by_type:
+            return []
+        where = [
+            R.c.tenant_id == self.tenant_id,
+            or_(*[and_(R.c.res_type == t, R.c.id.in_(sorted(ids))) for t, ids in by_type.items()]),
+        ]
+        if self.patient_scope is not None:
+            where.append(R.c.patient_id == self.patient_scope)
+        out = [self._row(r) for r in self._execute(select(R).where(*where))]
+        for found in out:
+            self._seen[(found.resource_type, found.id)] = (found, None)
         return out
 
     # ---------------------------------------------------------------- writes

@@ -200,16 +200,22 @@ class OrderService:
         if patient_id is None:
             msg = f"{field_name} must reference a Patient"
             raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.{field_name}")])
-        patient = self.repo.read("Patient", patient_id)
+        enc_ref = (order.get("encounter") or {}).get("reference")
+        parsed = parse_reference(enc_ref) if isinstance(enc_ref, str) else None
+        if parsed is not None and parsed[0] != "Encounter":
+            parsed = None  # an encounter reference to anything else resolves to no Encounter
+        wanted = [("Patient", patient_id)]
+        if parsed is not None:
+            wanted.append(parsed)
+        found = {(r.resource_type, r.id): r for r in self.repo.fetch_many(wanted)}  # one query
+        patient = found.get(("Patient", patient_id))
         if patient is None:
             raise PatientNotFound(f"Patient/{patient_id} not found")
         if patient.content.get("deceasedBoolean") or patient.content.get("deceasedDateTime"):
             raise PatientDeceased(f"Patient/{patient_id} is deceased")
         checked = {("Patient", patient_id)}
-        enc_ref = (order.get("encounter") or {}).get("reference")
         if enc_ref:
-            parsed = parse_reference(enc_ref)
-            encounter = self.repo.read("Encounter", parsed[1]) if parsed else None
+            encounter = found.get(parsed) if parsed is not None else None
             if encounter is None:
                 raise EncounterNotFound(f"{enc_ref} not found")
             checked.add(("Encounter", encounter.id))

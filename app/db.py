@@ -62,10 +62,6 @@ def make_engine(settings: Settings) -> Engine:
         connect_args={"connect_timeout": 3},
     )
     engine = create_engine(url, **kwargs)
-    # A unit of work flushes its rows as one executemany per table. psycopg 3 runs an
-    # executemany as a pipeline of single-row INSERTs, which profiled at a third of a write's
-    # CPU; SQLAlchemy's insertmanyvalues renders one multi-row INSERT … VALUES instead.
-    engine.dialect.use_insertmanyvalues_wo_returning = True
     _ping_when_idle(engine, float(str(settings.extra.get("ping_after_idle_seconds", 5))))
     return engine
 

@@ -3,9 +3,9 @@
 Every resource goes through `app.fhir.repository.Repository.create`, so ids, `meta`, the
 search-index rows (`extract`), `patient_id`, `status` and `sort_date` are exactly what the
 server itself would store. The repository defers its inserts, so a chunk of creates on one
-connection is written by `flush()` as multi-row inserts (SQLAlchemy's insertmanyvalues, 1,000
-rows per statement) in one transaction per chunk: ~50x faster than one statement per row,
-and far faster than HTTP.
+connection is written by `flush()` as one executemany per table (psycopg pipelines it) in one
+transaction per chunk: ~50x faster than a statement and round trip per row, and far faster
+than HTTP.
 
 What the bulk path leaves out on purpose: Provenance (every API write stores one; seeded rows
 have none) and the CDS gate (seeded orders are known not to raise alerts that matter here).

@@ -550,10 +550,15 @@ class Repository:
     ) -> None:
         base = {"tenant_id": self.tenant_id, "res_type": resource_type, "res_id": rid}
         pending = self._pending
-        pending[TOK] += [{**base, "param": p, "system": s, "code": c} for p, s, c in tokens]
-        pending[REF] += [{**base, "param": p, "ref_type": t, "ref_id": i} for p, t, i in references]
-        pending[DT] += [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in dates]
-        pending[STR] += [{**base, "param": p, "value": v, "exact": e} for p, v, e in strings]
+        batches = (
+            (TOK, [{**base, "param": p, "system": s, "code": c} for p, s, c in tokens]),
+            (REF, [{**base, "param": p, "ref_type": t, "ref_id": i} for p, t, i in references]),
+            (DT, [{**base, "param": p, "low": lo, "high": hi} for p, lo, hi in dates]),
+            (STR, [{**base, "param": p, "value": v, "exact": e} for p, v, e in strings]),
+        )
+        for table, rows in batches:
+            if rows:  # no empty entries: an empty `_pending` means nothing to flush
+                pending[table] += rows
 
     # ---------------------------------------------------------------- conditional create
     def key_owner(self, resource_type: str, key: str) -> tuple[str, str | None] | None:

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import VersionConflict
+from app.fhir.pg_flush import FlushStatement
 from app.fhir.search import definitions
 from app.fhir.search.dates import format_instant
 from app.fhir.search.extract import IndexValues, extract
@@ -124,6 +125,32 @@ def _compare_and_set(*, scoped: bool) -> Update:
     )
 
 
+def _of_patient(*, scoped: bool, statuses: bool, codes: bool) -> Select[Any]:
+    """A patient's resources of one type, optionally with a status among a list and a
+    `code` token among (system, code) pairs or bare codes (any system)."""
+    stmt = select(R).where(
+        R.c.tenant_id == bindparam("b_tenant"),
+        R.c.res_type == bindparam("b_type"),
+        R.c.patient_id == bindparam("b_subject"),
+    )
+    if scoped:
+        stmt = stmt.where(R.c.patient_id == bindparam("b_patient"))
+    if statuses:
+        stmt = stmt.where(R.c.status.in_(bindparam("b_statuses", expanding=True)))
+    if codes:
+        coded = select(TOK.c.res_id).where(
+            TOK.c.tenant_id == bindparam("b_tenant"),
+            TOK.c.res_type == bindparam("b_type"),
+            TOK.c.param == "code",
+            or_(
+                sql_tuple(TOK.c.system, TOK.c.code).in_(bindparam("b_pairs", expanding=True)),
+                TOK.c.code.in_(bindparam("b_bare", expanding=True)),
+            ),
+        )
+        stmt = stmt.where(R.c.id.in_(coded))
+    return stmt.order_by(R.c.id)
+
+
 def _delete_index(table: Table) -> Delete:
     return delete(table).where(
         table.c.tenant_id == bindparam("b_tenant"),
@@ -135,8 +162,15 @@ def _delete_index(table: Table) -> Delete:
 READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock in (False, True)}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
+OF_PATIENT = {
+    (s, st, c): _of_patient(scoped=s, statuses=st, codes=c)
+    for s in (False, True)
+    for st in (False, True)
+    for c in (False, True)
+}
 DELETE_INDEX = {t: _delete_index(t) for t in INDEX_TABLES}
 INSERT = {t: insert(t) for t in WRITE_ORDER}
+PG_FLUSH = FlushStatement(WRITE_ORDER)
 CLAIM_KEY = {
     # An INSERT's rowcount is only kept on request (SQLAlchemy 2.x `preserve_rowcount`).
     "postgresql": pg_insert(CK).on_conflict_do_nothing().execution_options(preserve_rowcount=True),
@@ -196,6 +230,7 @@ class Repository:
         self.tenant_id = tenant_id
         self.patient_scope = patient_scope
         self.read_only = read_only
+        self._postgresql = conn.dialect.name == "postgresql"
         self._pending: dict[Table, list[dict[str, Any]]] = defaultdict(list)
         #: The version of each resource this unit of work last read or wrote, with its index
         #: values when known: what an update diffs its new index rows against.
@@ -209,8 +244,14 @@ class Repository:
         return self.conn.execute(statement, params)
 
     def flush(self) -> None:
-        """Write the deferred inserts: one executemany (one round trip) per table."""
+        """Write the deferred inserts: on PostgreSQL one statement for every table
+        (`pg_flush`), elsewhere one executemany per table."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, defaultdict(list)
+        if self._postgresql:
+            PG_FLUSH.execute(self.conn, pending)
+            return
         for table in WRITE_ORDER:
             rows = pending.get(table)
             if rows:
@@ -345,6 +386,28 @@ class Repository:
         )
         rows = self._execute(select(R).where(*self._scoped(source_type), R.c.id.in_(sub)))
         return [self._row(r) for r in rows]
+
+    def of_patient(
+        self,
+        resource_type: str,
+        patient_id: str,
+        *,
+        statuses: Iterable[str] | None = None,
+        codes: Iterable[tuple[str, str]] | None = None,
+    ) -> list[StoredResource]:
+        """Every resource of a type in a patient's compartment (in id order), optionally
+        narrowed to statuses and to a `code` among (system, code) pairs, where an empty
+        system matches the code in any system. Decision support's fixed lookups: one
+        prebuilt statement instead of a parsed and composed search, and no page cap."""
+        binds = {**self._binds(resource_type), "b_subject": patient_id}
+        if statuses is not None:
+            binds["b_statuses"] = list(statuses)
+        if codes is not None:
+            pairs = list(codes)
+            binds["b_pairs"] = [(system, code) for system, code in pairs if system]
+            binds["b_bare"] = [code for system, code in pairs if not system]
+        stmt = OF_PATIENT[(self.patient_scope is not None, statuses is not None, codes is not None)]
+        return [self._row(r) for r in self._execute(stmt, binds)]
 
     def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When version 1 of each resource was written."""

@@ -243,17 +243,16 @@ class OrderService:
         """
         statuses = COUNTS_AT_CREATE if hook == "order-select" else COUNTS_AT_SIGN
         rtype = order["resourceType"]
-        params = [("patient", patient_id), ("status", ",".join(statuses))]
+        repo = self.repo
         allergies: list[dict[str, Any]] = []
         if rtype == "MedicationRequest":
-            allergies = self._search("AllergyIntolerance", [("patient", patient_id)])
+            allergies = [r.content for r in repo.of_patient("AllergyIntolerance", patient_id)]
         codes = _code_filter(order.get("code")) if rtype == "ServiceRequest" else None
-        if codes == "":  # no code: nothing to compare, nothing to load
+        if codes == []:  # no code: nothing to compare, nothing to load
             others: list[dict[str, Any]] = []
         else:
-            if codes is not None:
-                params.append(("code", codes))
-            others = [o for o in self._search(rtype, params) if o["id"] != order.get("id")]
+            found = repo.of_patient(rtype, patient_id, statuses=statuses, codes=codes)
+            others = [r.content for r in found if r.id != order.get("id")]
         return OrderContext(
             order=order,
             patient_id=patient_id,
@@ -261,9 +260,6 @@ class OrderService:
             other_orders=tuple(others),
             hook=hook,
         )
-
-    def _search(self, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return find_all(self.uow, rtype, params)
 
     # ------------------------------------------------------------------ transitions
     def locate(self, rid: str) -> StoredResource:
@@ -499,26 +495,22 @@ class OrderService:
         return OrderResult(stored), False
 
 
-#: Characters with a meaning in a token search value: such codes are not narrowed by search.
-_TOKEN_SYNTAX = frozenset(",|$\\")
-
-
-def _code_filter(concept: Any) -> str | None:
-    """A `code` search value matching every coding of the concept ("" when it has none), or
-    None when a coding cannot be searched for exactly (then all open orders are loaded and
-    the rule compares them itself). A coding without a system matches the code in any system,
-    a superset the rule narrows."""
+def _code_filter(concept: Any) -> list[tuple[str, str]] | None:
+    """(system, code) of every coding of the concept ([] when it has none; system "" for a
+    coding without one, which matches the code in any system, a superset the rule
+    narrows), or None when a code is longer than the index keeps (255 characters): then
+    all open orders are loaded and the rule compares them itself."""
     if not isinstance(concept, dict):
-        return ""
-    values: list[str] = []
+        return []
+    values: list[tuple[str, str]] = []
     for coding in concept.get("coding") or ():
         if not isinstance(coding, dict) or not coding.get("code"):
             continue
         system, code = str(coding.get("system") or ""), str(coding["code"])
-        if _TOKEN_SYNTAX & set(system + code) or len(system) > 255 or len(code) > 255:
+        if len(system) > 255 or len(code) > 255:
             return None
-        values.append(f"{system}|{code}" if system else code)
-    return ",".join(values)
+        values.append((system, code))
+    return values
 
 
 def _reason_text(doc: dict[str, Any]) -> str | None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.clinical.ward import (
     AMOXICILLIN,
     AMOXICILLIN_500_CAP,
     AMPICILLIN,
+    LOINC,
     OXYCODONE_ER_10,
     PENICILLIN_G,
     SNOMED,
@@ -135,6 +140,44 @@ def test_duplicate_cbc_warns_and_names_the_other_order(ward: Ward) -> None:
     assert dup and f"ServiceRequest/{first['id']}" in dup[0]["detail"]
     other = ward.order(ward.lab(pid, "24323-8"))
     assert not ward.alerts(other)
+
+
+@pytest.mark.parametrize(
+    ("first_codings", "second_codings", "duplicate"),
+    [
+        # Matched on the second coding of the open order.
+        ([(LOINC, "58410-2"), ("urn:lab:local", "CBC")], [("urn:lab:local", "CBC")], True),
+        # Codes without a system match codes without a system.
+        ([(None, "CBC-NOSYS")], [(None, "CBC-NOSYS")], True),
+        # Search syntax characters in a code are just characters.
+        ([("urn:lab:local", "a,b|c$d\\e")], [("urn:lab:local", "a,b|c$d\\e")], True),
+        # The same code in another system is another test.
+        ([("urn:lab:one", "K1")], [("urn:lab:two", "K1")], False),
+        # A coded order next to one with no system: only the rule's exact match counts.
+        ([("urn:lab:one", "K2")], [(None, "K2")], False),
+    ],
+)
+def test_duplicate_lab_lookup_by_code_matches_exact_codings(
+    ward: Ward,
+    first_codings: list[tuple[str | None, str]],
+    second_codings: list[tuple[str | None, str]],
+    duplicate: bool,
+) -> None:
+    """Decision support loads only the open orders sharing a coding (an indexed lookup):
+    it must find every order the duplicate rule would match, and the rule still decides."""
+
+    def coded(codings: list[tuple[str | None, str]]) -> dict[str, Any]:
+        body = ward.lab(pid)
+        body["code"] = {"coding": [{"code": c, **({"system": s} if s else {})} for s, c in codings]}
+        return body
+
+    pid = ward.patient()
+    first = ward.order(coded(first_codings))
+    second = ward.order(coded(second_codings))
+    dup = [a for a in ward.alerts(second) if "DUPLICATE-ORDER" in rules([a])]
+    assert bool(dup) is duplicate, dup
+    if duplicate:
+        assert f"ServiceRequest/{first['id']}" in dup[0]["detail"]
 
 
 def test_unknown_drug_gives_an_info_alert_that_checks_were_not_done(ward: Ward) -> None:

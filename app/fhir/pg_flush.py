@@ -1,20 +1,23 @@
-"""The deferred inserts of a unit of work as ONE PostgreSQL statement.
+"""The deferred inserts of a unit of work as ONE PostgreSQL statement with ONE parameter.
 
 A write stores a handful of rows in up to six tables (the order, its version, its search
 index rows, a Provenance's, alerts'). Sent as one executemany per table they cost ~27% of a
 write's server CPU, nearly all of it Python in SQLAlchemy and psycopg around each table's
-batch (docs/performance.md). Here every table's rows travel as column arrays and are
-`unnest`ed into their tables by data-modifying CTEs of a single fixed statement:
+batch; sent as column arrays, psycopg's (Python) array quoting took most of that
+(docs/performance.md). Here every pending row of every table is dumped by orjson into one
+JSON document, `{"resources": [{column: value, …}, …], "sp_token": […], …}`, and one fixed
+statement spreads it into the tables with `jsonb_populate_recordset` in data-modifying CTEs:
 
-- one round trip and one statement however many tables and rows;
+- one round trip, one statement and one bound value however many tables and rows;
 - the statement text never changes, so psycopg prepares it on the server after a few
   executions (no parse or plan per write);
-- JSON documents are dumped once by orjson and cast to `jsonb` by PostgreSQL.
+- the Python side is a single `orjson.dumps` (C), datetimes included (RFC 3339 with offset).
 
-Types and lengths are checked by PostgreSQL exactly as for a plain INSERT (the text arrays
-are assignment-cast into the `varchar(n)` columns), so a too-long or NUL-bearing value is a
-DataError and a duplicate key an IntegrityError, both raised through SQLAlchemy and mapped
-by the unit of work. SQLite keeps the per-table executemany (`Repository.flush`).
+PostgreSQL converts each JSON value with the column type's input function and typmod,
+exactly as for a plain INSERT: a too-long `varchar(n)` is "value too long" and a NUL
+(`\\u0000`) is refused by jsonb, both DataErrors (400); a duplicate key is an IntegrityError
+(409) — raised through SQLAlchemy and mapped by the unit of work. Missing keys are NULL.
+SQLite keeps the per-table executemany (`Repository.flush`).
 """
 
 from __future__ import annotations
@@ -23,59 +26,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, Integer, Table
-
-from app.fhir.storage import UTCDateTime
-
-
-def _sql_type(table: Table, name: str) -> str:
-    col_type = table.c[name].type
-    if isinstance(col_type, JSON):
-        return "text"  # dumped by orjson here, cast to jsonb in the statement
-    if isinstance(col_type, Integer):
-        return "int4"
-    if isinstance(col_type, UTCDateTime):
-        return "timestamptz"
-    return "text"
+from sqlalchemy import Connection, Table
 
 
 class FlushStatement:
-    """The single INSERT statement for a fixed list of tables, and how to fill its arrays."""
+    """The single INSERT statement for a fixed list of tables."""
 
     def __init__(self, tables: Sequence[Table]):
         self.tables = tuple(tables)
-        self.columns = {t: tuple(c.name for c in t.columns) for t in self.tables}
-        self.json_columns = {
-            t: frozenset(c.name for c in t.columns if isinstance(c.type, JSON)) for t in self.tables
-        }
-        inserts = []
-        for table in self.tables:
-            cols = self.columns[table]
-            arrays = ", ".join(f"%s::{_sql_type(table, c)}[]" for c in cols)
-            picked = ", ".join(
-                f"u.{c}::jsonb" if c in self.json_columns[table] else f"u.{c}" for c in cols
-            )
-            names = ", ".join(cols)
-            inserts.append(
-                f"INSERT INTO {table.name} ({names}) "
-                f"SELECT {picked} FROM unnest({arrays}) AS u({names})"
-            )
-        ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts[:-1]))
-        self.sql = (f"WITH {ctes} " if ctes else "") + inserts[-1]
+        #: Plain `str` names: SQLAlchemy's are a str subclass, which orjson refuses as keys.
+        self.names = {t: str(t.name) for t in self.tables}
+        inserts = [
+            f"INSERT INTO {t.name} ({', '.join(c.name for c in t.columns)}) "
+            f"SELECT {', '.join('r.' + c.name for c in t.columns)} "
+            f"FROM jsonb_populate_recordset(NULL::{t.name}, (SELECT j -> '{t.name}' FROM d)) AS r"
+            for t in self.tables
+        ]
+        ctes = ["d AS MATERIALIZED (SELECT CAST(%s AS jsonb) AS j)"]
+        ctes += [f"w{i} AS ({sql})" for i, sql in enumerate(inserts[:-1])]
+        self.sql = f"WITH {', '.join(ctes)} {inserts[-1]}"
 
-    def params(self, pending: Mapping[Table, list[dict[str, Any]]]) -> tuple[Any, ...]:
-        """One array per column of every table, in statement order (empty for a table with
-        no rows: its INSERT then writes nothing)."""
-        out: list[Any] = []
-        for table in self.tables:
-            rows = pending.get(table) or ()
-            json_cols = self.json_columns[table]
-            for col in self.columns[table]:
-                if col in json_cols:
-                    out.append([orjson.dumps(r[col]).decode() for r in rows])
-                else:
-                    out.append([r[col] for r in rows])
-        return tuple(out)
+    def document(self, pending: Mapping[Table, list[dict[str, Any]]]) -> str:
+        """The rows of every table, keyed by table name (column name → value per row)."""
+        names = self.names
+        return orjson.dumps({names[t]: rows for t, rows in pending.items() if rows}).decode()
 
     def execute(self, conn: Connection, pending: Mapping[Table, list[dict[str, Any]]]) -> None:
-        conn.exec_driver_sql(self.sql, self.params(pending))
+        conn.exec_driver_sql(self.sql, (self.document(pending),))

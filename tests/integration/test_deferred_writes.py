@@ -11,6 +11,7 @@ insert still map to the right client error, and nothing half-written survives.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,14 +146,9 @@ FLUSH_SQL = " ".join(PG_FLUSH.sql.split())
 
 
 def _flushed_rows(params: Any) -> dict[str, int]:
-    """Rows per table in one execution of PostgreSQL's single flush statement (its
-    parameters are one array per column, tables in statement order)."""
-    counts: dict[str, int] = {}
-    at = 0
-    for table in PG_FLUSH.tables:
-        counts[table.name] = len(params[at])
-        at += len(PG_FLUSH.columns[table])
-    return counts
+    """Rows per table in one execution of PostgreSQL's single flush statement (its one
+    parameter is a JSON document of rows keyed by table name)."""
+    return {name: len(rows) for name, rows in json.loads(params[0]).items()}
 
 
 def _inserted(statements: list[tuple[str, Any]]) -> dict[str, int]:

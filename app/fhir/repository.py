@@ -125,6 +125,14 @@ def _compare_and_set(*, scoped: bool) -> Update:
     )
 
 
+def _fetch_many(*, scoped: bool) -> Select[Any]:
+    stmt = select(R).where(
+        R.c.tenant_id == bindparam("b_tenant"),
+        sql_tuple(R.c.res_type, R.c.id).in_(bindparam("b_refs", expanding=True)),
+    )
+    return stmt.where(R.c.patient_id == bindparam("b_patient")) if scoped else stmt
+
+
 def _of_patient(*, scoped: bool, statuses: bool, codes: bool) -> Select[Any]:
     """A patient's resources of one type, optionally with a status among a list and a
     `code` token among (system, code) pairs or bare codes (any system)."""
@@ -162,6 +170,7 @@ def _delete_index(table: Table) -> Delete:
 READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock in (False, True)}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
+FETCH_MANY = {s: _fetch_many(scoped=s) for s in (False, True)}
 OF_PATIENT = {
     (s, st, c): _of_patient(scoped=s, statuses=st, codes=c)
     for s in (False, True)
@@ -422,19 +431,17 @@ class Repository:
         return {r.id: r.last_updated for r in rows}
 
     def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
-        """Resources of any mix of types, in one statement."""
-        by_type: dict[str, set[str]] = defaultdict(set)
-        for rtype, rid in refs:
-            by_type[rtype].add(rid)
-        if not by_type:
+        """Resources of any mix of types, in one prebuilt statement (`(type, id) IN …`,
+        which PostgreSQL plans as one primary-key probe per pair)."""
+        wanted = sorted(set(refs))
+        if not wanted:
             return []
-        where = [
-            R.c.tenant_id == self.tenant_id,
-            or_(*[and_(R.c.res_type == t, R.c.id.in_(sorted(ids))) for t, ids in by_type.items()]),
-        ]
+        binds = {"b_tenant": self.tenant_id, "b_refs": wanted}
         if self.patient_scope is not None:
-            where.append(R.c.patient_id == self.patient_scope)
-        out = [self._row(r) for r in self._execute(select(R).where(*where))]
+            binds["b_patient"] = self.patient_scope
+        out = [
+            self._row(r) for r in self._execute(FETCH_MANY[self.patient_scope is not None], binds)
+        ]
         for found in out:
             self._seen[(found.resource_type, found.id)] = (found, None)
         return out

@@ -18,6 +18,7 @@ Decisions (DESIGN: "every field optional unless the seed shows it"):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -421,14 +422,22 @@ def _flatten(messages: Any, path: str) -> Iterator[tuple[str | None, str]]:
         yield (path or None), str(messages)
 
 
-def load(schema: Schema | type[Schema], data: Any, *, prefix: str = "") -> dict[str, Any]:
+@functools.cache
+def _shared(schema: type[Schema]) -> Schema:
+    """One instance per schema class, built once: building a Schema deep-copies its declared
+    fields (5% of a legacy create's CPU). Loading keeps no per-call state on the instance in
+    marshmallow 4 (no `context`), so threads may share it."""
+    return schema()
+
+
+def load(schema: type[Schema], data: Any, *, prefix: str = "") -> dict[str, Any]:
     """Validate `data` with `schema`; return the loaded dict (query keys `from` → `from`).
 
     Raises ValidationFailed with one Issue per problem, `path` like `medicationDetail.dose`
     (under `prefix`, e.g. `orders[2]`, when given); `details` lists the same problems as
     `{"field", "message"}` for the legacy error body.
     """
-    instance = schema() if isinstance(schema, type) else schema
+    instance = _shared(schema)
     try:
         loaded: dict[str, Any] = instance.load(data)
     except ValidationError as exc:

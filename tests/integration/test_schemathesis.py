@@ -177,11 +177,11 @@ def seed(app: Flask, tenant: str) -> dict[str, str]:
     # the legacy mapping exactly as the legacy face builds them.
     oid = from_legacy(ex["order_id"])
     order = mapping.order_to_fhir(
-        load(CreateOrderSchema(), ex["create"]), now="2026-04-18T09:00:00Z", rid=oid
+        load(CreateOrderSchema, ex["create"]), now="2026-04-18T09:00:00Z", rid=oid
     )
     _put(client, f"{order['resourceType']}/{oid}", order, doctor)
     sid = from_legacy(ex["set_id"])
-    plan = mapping.order_set_to_fhir(load(OrderSetCreateSchema(), ex["order_set"]), rid=sid)
+    plan = mapping.order_set_to_fhir(load(OrderSetCreateSchema, ex["order_set"]), rid=sid)
     _put(client, f"PlanDefinition/{sid}", plan, doctor)
     # A referral, so the referral list and its items are exercised on every run.
     response = client.post("/api/v1/orders", json=REFERRAL, headers=doctor)

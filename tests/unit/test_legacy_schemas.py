@@ -112,7 +112,7 @@ def test_seed_medication_example_loads_unchanged() -> None:
 @pytest.mark.parametrize("order_type", sorted(DETAILS))
 def test_every_order_type_loads_unchanged(order_type: str) -> None:
     body = order(order_type, priority="stat", notes="n", clientMutationId="k-1")
-    assert load(s.CreateOrderSchema(), body) == body
+    assert load(s.CreateOrderSchema, body) == body
 
 
 def test_minimal_order_needs_only_ids_type_code_and_block() -> None:

@@ -26,7 +26,7 @@ MAX_SETS = 1000
 @bp.post("/order-sets")
 def create() -> Response:
     who = principal("order_sets.create")
-    payload = schemas.load(schemas.OrderSetCreateSchema(), body())
+    payload = schemas.load(schemas.OrderSetCreateSchema, body())
     with unit_of_work(who) as uow:
         plan = mapping.order_set_to_fhir(payload)
         stored = ResourceService(uow).create("PlanDefinition", plan, rid=plan.get("id"))
@@ -38,7 +38,7 @@ def list_sets() -> Response:
     """Newest first; `orderType` keeps sets holding a template of that type; `search` matches
     the name (case- and accent-insensitive, anywhere in it)."""
     who = principal("order_sets.list")
-    query = schemas.load(schemas.OrderSetListQuerySchema(), request.args.to_dict())
+    query = schemas.load(schemas.OrderSetListQuerySchema, request.args.to_dict())
     params = [("_sort", "-_id"), ("_count", str(MAX_SETS))]
     if query.get("search"):
         params.append(("title:contains", query["search"]))
@@ -59,7 +59,7 @@ def list_sets() -> Response:
 @bp.post("/order-sets/<set_id>/instantiate")
 def instantiate(set_id: str) -> Response:
     who = principal("order_sets.instantiate")
-    data = schemas.load(schemas.InstantiateSchema(), body())
+    data = schemas.load(schemas.InstantiateSchema, body())
     if offline():
         raise OfflineCreateNotAllowed("Order sets cannot be instantiated from an offline queue")
     with unit_of_work(who) as uow:

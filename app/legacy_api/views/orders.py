@@ -34,7 +34,7 @@ REPLAYED = {"Idempotent-Replayed": "true"}
 
 def _create_one(who: Any, raw: Any, prefix: str = "") -> tuple[int, bytes, bool]:
     """Validate, guard the client mutation key, create; returns (status, body, replayed)."""
-    payload = schemas.load(schemas.CreateOrderSchema(), raw, prefix=prefix)
+    payload = schemas.load(schemas.CreateOrderSchema, raw, prefix=prefix)
     if offline() and payload["orderType"] in OFFLINE_FORBIDDEN:
         raise OfflineCreateNotAllowed(
             f"{payload['orderType']} orders cannot be created from an offline queue; "
@@ -78,7 +78,7 @@ def batch() -> Response:
     """207: one result per item, in order, each created or failed on its own."""
     who = principal("orders.batch")
     offline()  # a malformed X-Offline-Queued-At is the request's fault (400), not each item's
-    envelope = schemas.load(schemas.BatchSchema(), body())
+    envelope = schemas.load(schemas.BatchSchema, body())
     results: list[dict[str, Any]] = []
     for index, item in enumerate(envelope["orders"]):
         try:
@@ -122,7 +122,7 @@ def _full(snap: Any) -> dict[str, Any]:
 @bp.get("/orders")
 def list_orders() -> Response:
     who = principal("orders.list")
-    query = schemas.load(schemas.OrderListQuerySchema(), request.args.to_dict())
+    query = schemas.load(schemas.OrderListQuerySchema, request.args.to_dict())
     if query.get("patientId") is None and "ADMIN" not in who.roles:
         raise ValidationFailed("patientId is required", issues=[Issue("required", "patientId")])
     with unit_of_work(who) as uow:
@@ -148,7 +148,7 @@ def _summary(snap: OrderSnapshot) -> dict[str, Any]:
 @bp.post("/orders/<order_id>/activate")
 def activate(order_id: str) -> Response:
     who = principal("orders.activate")
-    data = schemas.load(schemas.ActivateSchema(), body())
+    data = schemas.load(schemas.ActivateSchema, body())
     return _transition(who, order_id, Action.ACTIVATE, data.get("version"), None)
 
 
@@ -177,7 +177,7 @@ def change(order_id: str, action: str) -> Response:
     """cancel / hold / resume / correction, each with the current `version`."""
     who = principal(f"orders.{action}")
     domain_action, schema = CHANGES[action]
-    data = schemas.load(schema(), body())
+    data = schemas.load(schema, body())
     return _transition(who, order_id, domain_action, data["version"], data.get("reason"))
 
 
@@ -194,7 +194,7 @@ for _name in CHANGES:  # one explicit rule each, so 405/Allow and OPTIONS tell t
 @bp.post("/orders/<order_id>/cds-alerts/<alert_id>/acknowledge")
 def acknowledge(order_id: str, alert_id: str) -> Response:
     who = principal("orders.acknowledge")
-    data = schemas.load(schemas.AcknowledgeSchema(), body())
+    data = schemas.load(schemas.AcknowledgeSchema, body())
     with unit_of_work(who) as uow:
         service = OrderService(uow, get_runtime().cds)
         order = service.locate(fhir_id(order_id, "orderId"))

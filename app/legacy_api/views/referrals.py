@@ -43,7 +43,7 @@ def _item(snap: OrderSnapshot) -> dict[str, Any]:
 @bp.get("/orders/referrals")
 def list_referrals() -> Response:
     who = principal("referrals.list")
-    query = schemas.load(schemas.ReferralListQuerySchema(), request.args.to_dict())
+    query = schemas.load(schemas.ReferralListQuerySchema, request.args.to_dict())
     with unit_of_work(who) as uow:
         reader = OrderReader(uow)
         found = reader.page(

@@ -295,7 +295,7 @@ class OrderTemplateSchema(OrderFieldsSchema):
 
 class BatchSchema(Schema):
     """`POST /v1/orders/batch` envelope: 1..100 objects. Each item is then validated on its
-    own with `load(CreateOrderSchema(), item, prefix=f"orders[{i}]")`, so one bad item
+    own with `load(CreateOrderSchema, item, prefix=f"orders[{i}]")`, so one bad item
     fails alone in the 207 (issue 4: "each created or failed on its own")."""
 
     orders = fields.List(

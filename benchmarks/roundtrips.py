@@ -99,8 +99,12 @@ class Counter_:
         if kind in ("INSERT", "UPDATE", "DELETE") and len(words) > 1:
             target = words[2].split(None, 1)[0] if kind != "UPDATE" else words[1]
             kind = f"{kind} {target}"
-        elif kind == "SELECT" and " count(" in statement.lower():
+        elif kind == "WITH" and "jsonb_populate_recordset" in statement:
+            kind = "INSERT all tables (one flush statement)"
+        elif kind == "SELECT" and statement.lower().startswith("select count("):
             kind = "SELECT count"
+        elif kind == "SELECT" and " count(" in statement.lower():
+            kind = "SELECT page + total"
         self.counts.statements[kind] += 1
 
     def _checkout(self, *_args: Any) -> None:

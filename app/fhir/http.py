@@ -53,7 +53,8 @@ class FhirRequest:
 @dataclass
 class FhirResponse:
     status: int
-    body: dict[str, Any] | None = None
+    #: A JSON object, or a stored document's text passed through untouched (orjson.Fragment).
+    body: dict[str, Any] | orjson.Fragment | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -25,14 +25,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Delete,
     Select,
     Table,
+    Text,
     Update,
     and_,
     bindparam,
@@ -43,6 +46,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -86,8 +90,20 @@ INDEX_COLUMNS: dict[Table, tuple[str, str, str]] = {
 TABLE_OF_TYPE = {"token": TOK, "reference": REF, "date": DT, "string": STR}
 
 
+#: A resource row with its document as the stored JSON text (see StoredResource.raw).
+RAW_ROW = (
+    R.c.res_type,
+    R.c.id,
+    R.c.version_id,
+    R.c.last_updated,
+    R.c.patient_id,
+    R.c.sort_date,
+    cast_(R.c.content, Text).label("raw"),
+)
+
+
 def _by_id(*, scoped: bool, lock: bool) -> Select[Any]:
-    stmt = select(R).where(
+    stmt = select(*RAW_ROW).where(
         R.c.tenant_id == bindparam("b_tenant"),
         R.c.res_type == bindparam("b_type"),
         R.c.id == bindparam("b_id"),
@@ -189,13 +205,34 @@ CLAIM_KEY = {
 
 @dataclass(frozen=True)
 class StoredResource:
+    """One version of a resource. Read paths that only pass the document on (GET by id, a
+    search page) fetch it as the stored JSON text (`raw`) and never parse it: `content`
+    parses on first use, `json` hands the text to the response as it is."""
+
     resource_type: str
     id: str
     version_id: int
     last_updated: datetime
-    content: dict[str, Any]
+    doc: dict[str, Any] | None
     patient_id: str | None = None
     sort_date: datetime | None = None
+    raw: str | None = None
+
+    @cached_property
+    def content(self) -> dict[str, Any]:
+        if self.doc is not None:
+            return self.doc
+        assert self.raw is not None
+        parsed: dict[str, Any] = orjson.loads(self.raw)
+        return parsed
+
+    @property
+    def json(self) -> dict[str, Any] | orjson.Fragment:
+        """The document for a response body: the stored text untouched when it was read as
+        text (no parse and re-serialisation), else the dict."""
+        if self.raw is not None and self.doc is None:
+            return orjson.Fragment(self.raw)
+        return self.content
 
     @property
     def reference(self) -> str:
@@ -297,6 +334,20 @@ class Repository:
             row.sort_date,
         )
 
+    @staticmethod
+    def _raw_row(row: Any) -> StoredResource:
+        """A row of `RAW_ROW` columns: the document stays text until someone reads it."""
+        return StoredResource(
+            row.res_type,
+            row.id,
+            row.version_id,
+            row.last_updated,
+            None,
+            row.patient_id,
+            row.sort_date,
+            row.raw,
+        )
+
     # ---------------------------------------------------------------- reads
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
@@ -305,7 +356,7 @@ class Repository:
         row = self._execute(stmt, self._binds(resource_type, rid)).first()
         if row is None:
             return None
-        found = self._row(row)
+        found = self._raw_row(row)
         self._seen[(resource_type, rid)] = (found, None)
         return found
 
@@ -702,7 +753,7 @@ class Repository:
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction == "prev"
         descending = query.descending != backwards
-        stmt: Select[Any] = select(R).where(*where)
+        stmt: Select[Any] = select(*RAW_ROW).where(*where)
         if query.with_total:
             count = select(func.count()).select_from(R).where(*where).scalar_subquery()
             stmt = stmt.add_columns(count.label("total"))
@@ -723,7 +774,7 @@ class Repository:
             # No row, no count: zero unless a cursor has walked past the last match.
             total = rows[0].total if rows else (self._count(where) if cursor else 0)
         more = len(rows) > query.count
-        found = [self._row(r) for r in rows[: query.count]]
+        found = [self._raw_row(r) for r in rows[: query.count]]
         if backwards:
             found.reverse()
         has_next = more if not backwards else True

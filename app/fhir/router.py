@@ -265,7 +265,7 @@ class FhirRouter:
         entries: list[dict[str, Any]] = [
             {
                 "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
-                "resource": apply_elements(r.content, query.elements),
+                "resource": apply_elements(r.content, query.elements) if query.elements else r.json,
                 "search": {"mode": "match"},
             }
             for r in page.resources
@@ -275,7 +275,7 @@ class FhirRouter:
         entries += [
             {
                 "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
-                "resource": r.content,
+                "resource": r.json,
                 "search": {"mode": "include"},
             }
             for r in page.included
@@ -425,8 +425,9 @@ class FhirRouter:
         headers = resource_headers(res, loc)
         if req.method == "GET":
             elements = req.param("_elements")
-            body = apply_elements(res.content, elements.split(",") if elements else None)
-            return FhirResponse(status, body, headers)
+            if not elements:
+                return FhirResponse(status, res.json, headers)
+            return FhirResponse(status, apply_elements(res.content, elements.split(",")), headers)
         wanted = prefer(req).get("return", "representation")
         if wanted == "minimal":
             return FhirResponse(status, None, headers)

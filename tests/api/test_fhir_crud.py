@@ -166,6 +166,33 @@ def test_vread_returns_each_version_after_an_update(
         assert r.get_json()["resourceType"] == "OperationOutcome"
 
 
+def test_reads_pass_the_stored_document_through_unchanged(
+    client: FlaskClient, staff: dict[str, str], pid: str
+) -> None:
+    """GET by id and search pages send the stored JSON text without re-serialising it: what
+    comes back must be exactly the document the write answered with — escapes, non-ASCII,
+    numbers and nesting included — and `_elements` still works on it."""
+    tricky = 'quote " backslash \\ slash / tab \t newline \n \u2028 é 漢字 🙂 {"not": "json"}'
+    body = service_request(
+        pid,
+        note=[{"text": tricky}],
+        quantityQuantity={"value": 1.5, "unit": "mL"},
+        extension=[{"url": "urn:test:int", "valueInteger": 2147483647}],
+    )
+    written = create(client, staff, body)
+    got = client.get(f"{BASE}/ServiceRequest/{written['id']}", headers=staff)
+    assert got.status_code == 200
+    assert orjson.loads(got.data) == written
+    assert got.get_json()["note"][0]["text"] == tricky
+    page = client.get(f"{BASE}/ServiceRequest?_id={written['id']}", headers=staff).get_json()
+    assert [e["resource"] for e in page["entry"]] == [written]
+    subset = client.get(
+        f"{BASE}/ServiceRequest/{written['id']}?_elements=note", headers=staff
+    ).get_json()
+    assert subset["note"] == written["note"] and "quantityQuantity" not in subset
+    assert any(t.get("code") == "SUBSETTED" for t in subset["meta"]["tag"])
+
+
 # ---------------------------------------------------------------------------- update
 def test_put_with_a_client_id_creates_then_updates(
     client: FlaskClient, staff: dict[str, str]

@@ -69,6 +69,7 @@ class ResourceRow(Base):
 
     __table_args__ = (
         Index("ix_resources_patient_status", "tenant_id", "res_type", "patient_id", "status", "id"),
+        Index("ix_resources_patient_id", "tenant_id", "res_type", "patient_id", "id"),
         Index(
             "ix_resources_patient_updated", "tenant_id", "res_type", "patient_id", "last_updated"
         ),

@@ -3,7 +3,7 @@
 Every resource goes through `app.fhir.repository.Repository.create`, so ids, `meta`, the
 search-index rows (`extract`), `patient_id`, `status` and `sort_date` are exactly what the
 server itself would store. The repository defers its inserts, so a chunk of creates on one
-connection is written by `flush()` as one executemany per table (psycopg pipelines it) in one
+connection is written by `flush()` as one statement (one JSON document of rows) in one
 transaction per chunk: ~50x faster than a statement and round trip per row, and far faster
 than HTTP.
 

@@ -6,12 +6,12 @@ caller can forget either: every statement below filters on both. It owns version
 statement (`UPDATE … WHERE version_id = :expected`), so of two racing writers exactly one
 wins. The caller owns the transaction (STYLE habit 4): nothing here commits.
 
-Inserts are deferred: rows are collected per table and written as one executemany per table
-(one pipelined round trip with psycopg) when the next statement runs or when the unit of
-work commits (`flush`), so a write that stores an order, its alerts and their Provenance
-costs a handful of round trips, not one per row and table. Any read flushes first, so a unit
-of work always reads its own writes; a caller driving a Repository without a UnitOfWork must
-call `flush()` before committing.
+Inserts are deferred: rows are collected per table and written (on PostgreSQL as one
+statement for all tables, `pg_flush`; on SQLite one executemany per table) when the next
+statement runs or when the unit of work commits (`flush`), so a write that stores an
+order, its alerts and their Provenance costs a handful of round trips, not one per row.
+Any read flushes first, so a unit of work always reads its own writes; a caller driving a
+Repository without a UnitOfWork must call `flush()` before committing.
 An update diffs the search-index rows against the version it replaces (known from the read
 that preceded it) and touches only the rows that changed.
 

@@ -86,6 +86,7 @@ class RawPostgres:
     def prepare(self, prefill: int) -> None:
         """Create the table and prefill it, so inserts and selects hit a table of realistic
         size (the same order as the seeded resource table) rather than an empty one."""
+        self.ids.clear()  # a second prepare (the end-of-run insert phase) starts a new table
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(DDL)
             set_json_dumps(orjson.dumps, conn)  # type: ignore[arg-type]

@@ -72,7 +72,7 @@ RAW_INSERT_END = "raw-insert-end"
 RAW_DRIFT_WARN = 0.15
 LABELS = {
     "raw-insert": "raw PG insert, 1 row/txn",
-    RAW_INSERT_END: "raw PG insert again (end of run)",
+    RAW_INSERT_END: "raw PG insert (end of run)",
     "raw-select": "raw PG select by primary key",
     "get": "GET ServiceRequest/{id}",
     "search": "search patient+status=active _count=20",

@@ -143,7 +143,7 @@ def _compare_and_set(*, scoped: bool) -> Update:
 
 
 def _fetch_many(*, scoped: bool) -> Select[Any]:
-    stmt = select(R).where(
+    stmt = select(*RAW_ROW).where(
         R.c.tenant_id == bindparam("b_tenant"),
         sql_tuple(R.c.res_type, R.c.id).in_(bindparam("b_refs", expanding=True)),
     )
@@ -153,7 +153,7 @@ def _fetch_many(*, scoped: bool) -> Select[Any]:
 def _of_patient(*, scoped: bool, statuses: bool, codes: bool) -> Select[Any]:
     """A patient's resources of one type, optionally with a status among a list and a
     `code` token among (system, code) pairs or bare codes (any system)."""
-    stmt = select(R).where(
+    stmt = select(*RAW_ROW).where(
         R.c.tenant_id == bindparam("b_tenant"),
         R.c.res_type == bindparam("b_type"),
         R.c.patient_id == bindparam("b_subject"),
@@ -325,19 +325,8 @@ class Repository:
 
     @staticmethod
     def _row(row: Any) -> StoredResource:
-        return StoredResource(
-            row.res_type,
-            row.id,
-            row.version_id,
-            row.last_updated,
-            row.content,
-            row.patient_id,
-            row.sort_date,
-        )
-
-    @staticmethod
-    def _raw_row(row: Any) -> StoredResource:
-        """A row of `RAW_ROW` columns: the document stays text until someone reads it."""
+        """A row of `RAW_ROW` columns (every read selects them): the document stays text
+        until someone reads `.content`."""
         return StoredResource(
             row.res_type,
             row.id,
@@ -357,7 +346,7 @@ class Repository:
         row = self._execute(stmt, self._binds(resource_type, rid)).first()
         if row is None:
             return None
-        found = self._raw_row(row)
+        found = self._row(row)
         self._seen[(resource_type, rid)] = (found, None)
         return found
 
@@ -421,7 +410,7 @@ class Repository:
         ]
         if self.patient_scope is not None:
             where.append(R.c.patient_id == self.patient_scope)
-        row = self._execute(select(R).where(*where)).first()
+        row = self._execute(select(*RAW_ROW).where(*where)).first()
         if row is None:
             return None
         found = self._row(row)
@@ -445,7 +434,7 @@ class Repository:
             REF.c.param == param,
             or_(*[and_(REF.c.ref_type == t, REF.c.ref_id.in_(ids)) for t, ids in by_type.items()]),
         )
-        rows = self._execute(select(R).where(*self._scoped(source_type), R.c.id.in_(sub)))
+        rows = self._execute(select(*RAW_ROW).where(*self._scoped(source_type), R.c.id.in_(sub)))
         return [self._row(r) for r in rows]
 
     def of_patient(
@@ -805,7 +794,7 @@ class Repository:
             # No row, no count: zero unless a cursor has walked past the last match.
             total = rows[0].total if rows else (count() if cursor else 0)
         more = len(rows) > query.count
-        found = [self._raw_row(r) for r in rows[: query.count]]
+        found = [self._row(r) for r in rows[: query.count]]
         if backwards:
             found.reverse()
         has_next = more if not backwards else True

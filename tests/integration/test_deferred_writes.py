@@ -15,46 +15,27 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, Table, event, func, select
+from sqlalchemy import Engine, event, func, select
 
 from app.auth import Principal
 from app.domain.ids import new_id
 from app.errors import ValidationFailed, VersionConflict
-from app.fhir.repository import PG_FLUSH, Repository
+from app.fhir.repository import INDEX_COLUMNS, INDEX_TABLES, PG_FLUSH, R, Repository, V
 from app.fhir.search import definitions
 from app.fhir.search.extract import extract
 from app.fhir.search.query import parse_search
-from app.fhir.storage import (
-    DateIndexRow,
-    ReferenceIndexRow,
-    ResourceRow,
-    ResourceVersionRow,
-    StringIndexRow,
-    TokenIndexRow,
-)
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
 from tests.fhir_data import LOINC, patient, plan_definition, service_request
 
-RES = cast(Table, ResourceRow.__table__)
-VER = cast(Table, ResourceVersionRow.__table__)
-INDEX = {
-    "sp_token": cast(Table, TokenIndexRow.__table__),
-    "sp_reference": cast(Table, ReferenceIndexRow.__table__),
-    "sp_date": cast(Table, DateIndexRow.__table__),
-    "sp_string": cast(Table, StringIndexRow.__table__),
-}
-#: The value columns of each index table, in the order the tuples below use.
-VALUE_COLUMNS = {
-    "sp_token": ("param", "system", "code"),
-    "sp_reference": ("param", "ref_type", "ref_id"),
-    "sp_date": ("param", "low", "high"),
-    "sp_string": ("param", "value", "exact"),
-}
+RES, VER = R, V
+INDEX = {str(t.name): t for t in INDEX_TABLES}
+#: The value columns of each index table, in the order IndexValues' tuples use.
+VALUE_COLUMNS = {str(t.name): cols for t, cols in INDEX_COLUMNS.items()}
 SR = "ServiceRequest"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.auth import Principal
-from app.domain.lifecycle import ORDER_TYPES, Action
+from app.domain.lifecycle import Action
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.runtime import Runtime
 from app.services.orders import OrderService
 from app.services.resources import ResourceService
@@ -134,7 +135,7 @@ def seed(runtime: Runtime) -> None:
         orders = OrderService(uow, runtime.cds)
         for resource in resources():
             rtype, rid = resource["resourceType"], resource["id"]
-            if rtype not in ORDER_TYPES:
+            if rtype not in ORDER_RESOURCE_TYPES:
                 resources_.update(rtype, rid, resource, if_match=None, reason="demo data")
                 continue
             orders.create(rtype, {**resource, "status": "draft"}, rid=rid, reason="demo data")

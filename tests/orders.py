@@ -13,8 +13,9 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from app.domain.order_types import ORDER_RESOURCE_TYPES
+
 BASE = "/fhir/R4"
-ORDER_TYPES = ("ServiceRequest", "MedicationRequest", "NutritionOrder")
 ACK_REASON = "reviewed by the ordering clinician; proceeding"
 ERROR_CODE_SYSTEM = "urn:orders-service:error-code"
 
@@ -185,7 +186,7 @@ def order_with_status(
     the roles every step needs (e.g. CLINICIAN for order writes, holds and Task updates).
     """
     rtype = body["resourceType"]
-    assert rtype in ORDER_TYPES, rtype
+    assert rtype in ORDER_RESOURCE_TYPES, rtype
     target = body.get("status", "draft")
     steps = PATHS[rtype].get(target)
     assert steps is not None, f"no workflow path to {rtype}.status={target!r}"

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 Hook = Literal["order-select", "order-sign"]
 HOOKS: tuple[Hook, ...] = ("order-select", "order-sign")
-ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "NutritionOrder")
 
 COUNTING_STATUSES: dict[str, frozenset[str]] = {
     "order-select": frozenset({"draft", "active", "on-hold"}),

@@ -8,7 +8,7 @@ from app.auth import Principal
 from app.errors import Forbidden
 
 
-class Action(StrEnum):
+class Permission(StrEnum):
     READ = "read"
     ORDER_WRITE = "order-write"
     HOLD_RESUME = "hold-resume"
@@ -19,38 +19,38 @@ class Action(StrEnum):
     CDS_CALL = "cds-call"
 
 
-ROLES: dict[Action, frozenset[str]] = {
-    Action.READ: frozenset({"CLINICIAN", "NURSE", "PATIENT", "ADMIN"}),
-    Action.ORDER_WRITE: frozenset({"CLINICIAN", "PRESCRIBER"}),
-    Action.HOLD_RESUME: frozenset({"CLINICIAN"}),
-    Action.CORRECTION: frozenset({"CLINICIAN", "ADMIN"}),
-    Action.TASK_WRITE: frozenset({"CLINICIAN", "NURSE", "ADMIN"}),
-    Action.CLINICAL_DATA_WRITE: frozenset({"ADMIN"}),
-    Action.DEFINITION_WRITE: frozenset({"CLINICIAN", "ADMIN"}),
-    Action.CDS_CALL: frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}),
+ROLES: dict[Permission, frozenset[str]] = {
+    Permission.READ: frozenset({"CLINICIAN", "NURSE", "PATIENT", "ADMIN"}),
+    Permission.ORDER_WRITE: frozenset({"CLINICIAN", "PRESCRIBER"}),
+    Permission.HOLD_RESUME: frozenset({"CLINICIAN"}),
+    Permission.CORRECTION: frozenset({"CLINICIAN", "ADMIN"}),
+    Permission.TASK_WRITE: frozenset({"CLINICIAN", "NURSE", "ADMIN"}),
+    Permission.CLINICAL_DATA_WRITE: frozenset({"ADMIN"}),
+    Permission.DEFINITION_WRITE: frozenset({"CLINICIAN", "ADMIN"}),
+    Permission.CDS_CALL: frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}),
 }
 
 #: Which action a plain create/update of each resource type is.
-WRITE_ACTION: dict[str, Action] = {
-    "ServiceRequest": Action.ORDER_WRITE,
-    "MedicationRequest": Action.ORDER_WRITE,
-    "NutritionOrder": Action.ORDER_WRITE,
-    "RequestGroup": Action.ORDER_WRITE,
-    "Task": Action.TASK_WRITE,
-    "Patient": Action.CLINICAL_DATA_WRITE,
-    "Encounter": Action.CLINICAL_DATA_WRITE,
-    "AllergyIntolerance": Action.CLINICAL_DATA_WRITE,
-    "PlanDefinition": Action.DEFINITION_WRITE,
-    "ActivityDefinition": Action.DEFINITION_WRITE,
+WRITE_ACTION: dict[str, Permission] = {
+    "ServiceRequest": Permission.ORDER_WRITE,
+    "MedicationRequest": Permission.ORDER_WRITE,
+    "NutritionOrder": Permission.ORDER_WRITE,
+    "RequestGroup": Permission.ORDER_WRITE,
+    "Task": Permission.TASK_WRITE,
+    "Patient": Permission.CLINICAL_DATA_WRITE,
+    "Encounter": Permission.CLINICAL_DATA_WRITE,
+    "AllergyIntolerance": Permission.CLINICAL_DATA_WRITE,
+    "PlanDefinition": Permission.DEFINITION_WRITE,
+    "ActivityDefinition": Permission.DEFINITION_WRITE,
 }
 
 
-def require(principal: Principal, action: Action) -> None:
+def require(principal: Principal, action: Permission) -> None:
     if not principal.roles.intersection(ROLES[action]):
         raise Forbidden(f"Your roles do not allow {action.value}")
 
 
-def write_action(resource_type: str) -> Action:
+def write_action(resource_type: str) -> Permission:
     """Types without a write action (DetectedIssue, Provenance) are written by the server only."""
     action = WRITE_ACTION.get(resource_type)
     if action is None:

@@ -46,8 +46,6 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
 }
 TERMINAL = frozenset({State.COMPLETED, State.CANCELLED, State.ENTERED_IN_ERROR})
 
-ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "NutritionOrder")
-
 _TO_STATE: dict[str, State] = {
     "draft": State.DRAFT,
     "active": State.ACTIVE,

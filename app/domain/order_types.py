@@ -16,6 +16,8 @@ LOCAL = "urn:orders-service:order-category"
 REFERRAL_STATUS_SYSTEM = "urn:orders-service:referral-status"
 #: On an ActivityDefinition: the ServiceRequest category of the orders it produces.
 ACTIVITY_CATEGORY_EXTENSION = "urn:orders-service:activitydefinition-category"
+#: The FHIR resource types that store orders (every legacy order type is one of these).
+ORDER_RESOURCE_TYPES = ("MedicationRequest", "ServiceRequest", "NutritionOrder")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 from app.auth.scopes import scope_allows
 from app.cds.engine import CdsEngine
 from app.db import Database
-from app.domain.lifecycle import ORDER_TYPES, Action
+from app.domain.lifecycle import Action
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
     Forbidden,
     Issue,
@@ -325,7 +326,7 @@ class FhirRouter:
         Shared by single requests and Bundle entries, so a Bundle cannot bypass the checks.
         """
         service = ResourceService(uow)
-        create_fn = self._order_creator(uow, reason) if rtype in ORDER_TYPES else None
+        create_fn = self._order_creator(uow, reason) if rtype in ORDER_RESOURCE_TYPES else None
         if condition:
             return service.conditional_create(
                 rtype, body, condition, rid=rid, reason=reason, create_fn=create_fn
@@ -354,7 +355,7 @@ class FhirRouter:
         reason: str | None,
     ) -> WriteResult:
         """Orders and Tasks go through the order workflow; everything else is a plain update."""
-        if rtype in ORDER_TYPES:
+        if rtype in ORDER_RESOURCE_TYPES:
             result, created = OrderService(uow, self.engine).put_order(
                 rtype, rid, body, if_match=version, reason=reason
             )

@@ -32,7 +32,7 @@ from app.errors import Issue, ValidationFailed
 from app.fhir.search.dates import parse_range
 from app.legacy_api.mapping.common import DETAIL_BLOCKS, frequency_problem
 
-ORDER_TYPES = tuple(DETAIL_BLOCKS)
+ORDER_TYPE_NAMES = tuple(DETAIL_BLOCKS)
 PRIORITIES = ("routine", "urgent", "asap", "stat")
 LEGACY_STATUSES = ("draft", "active", "on-hold", "completed", "cancelled", "entered-in-error")
 ALL_BLOCKS = tuple(dict.fromkeys(DETAIL_BLOCKS.values()))
@@ -248,7 +248,7 @@ class DietDetailSchema(Schema):
 class OrderFieldsSchema(Schema):
     """What an order and an order-set template share: type, code, priority, notes, detail."""
 
-    orderType = fields.String(required=True, validate=validate.OneOf(ORDER_TYPES))
+    orderType = fields.String(required=True, validate=validate.OneOf(ORDER_TYPE_NAMES))
     orderCode = fields.Nested(CodeSchema, required=True)
     priority = _priority()
     notes = Text(max_length=10000)
@@ -383,13 +383,13 @@ class _PagedQuery(Schema):
 class OrderListQuerySchema(_PagedQuery):
     patientId = LegacyId()
     encounterId = LegacyId()
-    orderType = fields.String(validate=validate.OneOf(ORDER_TYPES))
+    orderType = fields.String(validate=validate.OneOf(ORDER_TYPE_NAMES))
     status = fields.String(validate=validate.OneOf(LEGACY_STATUSES))
     priority = _priority()
 
 
 class OrderSetListQuerySchema(Schema):
-    orderType = fields.String(validate=validate.OneOf(ORDER_TYPES))
+    orderType = fields.String(validate=validate.OneOf(ORDER_TYPE_NAMES))
     search = Text(max_length=200)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     pageSize = fields.Integer(

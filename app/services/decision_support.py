@@ -18,7 +18,7 @@ from app.cds.alerts import Alert
 from app.cds.context import Hook, OrderContext
 from app.cds.engine import SERVICES, CdsEngine
 from app.domain import access
-from app.domain.lifecycle import ORDER_TYPES
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import CdsAlertNotFound, Issue, PrefetchUnavailable, ValidationFailed
 from app.fhir.search.extract import parse_reference
 from app.services import alerts as alert_store
@@ -68,7 +68,7 @@ class DecisionSupport:
         self.engine = engine
 
     def call(self, service_id: str, request: Any) -> dict[str, Any]:
-        access.require(self.uow.principal, access.Action.CDS_CALL)
+        access.require(self.uow.principal, access.Permission.CDS_CALL)
         service = _service(service_id)
         hook, context, prefetch = self._parse(service, request)
         patient_id = context["patientId"]
@@ -89,14 +89,16 @@ class DecisionSupport:
         cards: list[dict[str, Any]] = []
         for draft in drafts:
             ref = f"{draft.get('resourceType')}/{draft.get('id')}"
-            if draft.get("resourceType") not in ORDER_TYPES:
+            if draft.get("resourceType") not in ORDER_RESOURCE_TYPES:
                 continue
             if hook == "order-select" and selected and ref not in selected:
                 continue
             others = [o for o in stored_orders if f"{o['resourceType']}/{o.get('id')}" != ref]
             if hook == "order-select":
                 others += [
-                    d for d in drafts if d is not draft and d.get("resourceType") in ORDER_TYPES
+                    d
+                    for d in drafts
+                    if d is not draft and d.get("resourceType") in ORDER_RESOURCE_TYPES
                 ]
             ctx = OrderContext(
                 order=draft,

@@ -12,8 +12,8 @@ from typing import Any
 
 from app.domain import access
 from app.domain.ids import new_id
-from app.domain.lifecycle import ORDER_TYPES, Action, next_state, state_of
-from app.domain.order_types import business_status, is_referral
+from app.domain.lifecycle import Action, next_state, state_of
+from app.domain.order_types import ORDER_RESOURCE_TYPES, business_status, is_referral
 from app.errors import ResourceNotFound
 from app.fhir.models import validate_resource
 from app.fhir.repository import StoredResource
@@ -93,14 +93,18 @@ class Fulfilment:
     ) -> StoredResource:
         """A performer updates the Task. Completion completes the order (same transaction);
         a referral Task with an Appointment in its output becomes `scheduled`."""
-        access.require(self.principal, access.Action.TASK_WRITE)
+        access.require(self.principal, access.Permission.TASK_WRITE)
         doc = dict(validate_resource("Task", body))
         check_references(self.uow, "Task", doc)
         current = self.repo.read("Task", task_id, for_update=True)
         if current is None:
             raise ResourceNotFound(f"Task/{task_id} not found; Tasks are created on activation")
         focus = parse_reference((doc.get("focus") or {}).get("reference", ""))
-        order = self.repo.read(focus[0], focus[1]) if focus and focus[0] in ORDER_TYPES else None
+        order = (
+            self.repo.read(focus[0], focus[1])
+            if focus and focus[0] in ORDER_RESOURCE_TYPES
+            else None
+        )
         if order and order.resource_type == "ServiceRequest" and is_referral(order.content):
             has_appointment = any(
                 (o.get("valueReference") or {}).get("reference", "").startswith("Appointment/")

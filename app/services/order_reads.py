@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from app.domain import access
-from app.domain.lifecycle import ORDER_TYPES
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import OrderNotFound
 from app.fhir.repository import StoredResource
 from app.fhir.search.dates import format_instant
@@ -47,14 +47,14 @@ class OrderReader:
         self.uow = uow
         self.repo = uow.repo
 
-    def find(self, rid: str, types: tuple[str, ...] = ORDER_TYPES) -> StoredResource:
-        access.require(self.uow.principal, access.Action.READ)
+    def find(self, rid: str, types: tuple[str, ...] = ORDER_RESOURCE_TYPES) -> StoredResource:
+        access.require(self.uow.principal, access.Permission.READ)
         found = self.repo.read_any(types, rid)
         if found is None:
             raise OrderNotFound(f"Order {rid} not found")
         return found
 
-    def snapshot(self, rid: str, types: tuple[str, ...] = ORDER_TYPES) -> OrderSnapshot:
+    def snapshot(self, rid: str, types: tuple[str, ...] = ORDER_RESOURCE_TYPES) -> OrderSnapshot:
         """One order with its versions, their Provenance, its alerts and its Task."""
         order = self.find(rid, types)
         found = self.repo.history(order.resource_type, order.id, count=1000)
@@ -102,7 +102,7 @@ class OrderReader:
         self, searches: list[tuple[str, list[tuple[str, str]]]], *, page: int, page_size: int
     ) -> OrderPage:
         """Newest first across order types (ids are ULIDs, so `-_id` is creation order)."""
-        access.require(self.uow.principal, access.Action.READ)
+        access.require(self.uow.principal, access.Permission.READ)
         wanted = page * page_size
         merged: list[StoredResource] = []
         total = 0

@@ -179,7 +179,7 @@ class OrderSetService:
         replaces the R4 ActivityDefinition → request mapping (the legacy face builds orders
         from its own templates exactly as it builds a single order).
         """
-        access.require(self.principal, access.Action.ORDER_WRITE)
+        access.require(self.principal, access.Permission.ORDER_WRITE)
         plan = self.repo.read("PlanDefinition", plan_id)
         if plan is None:
             raise OrderSetNotFound(f"PlanDefinition/{plan_id} not found")

@@ -16,7 +16,6 @@ from app.cds.engine import CdsEngine
 from app.domain import access
 from app.domain.ids import new_id
 from app.domain.lifecycle import (
-    ORDER_TYPES,
     TERMINAL,
     Action,
     State,
@@ -25,6 +24,7 @@ from app.domain.lifecycle import (
     next_state,
     state_of,
 )
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
     CdsAlertNotFound,
     CdsHardStop,
@@ -64,12 +64,12 @@ ALREADY_DONE = {
     Action.COMPLETE: State.COMPLETED,
 }
 ACTION_ROLE = {
-    Action.ACTIVATE: access.Action.ORDER_WRITE,
-    Action.CANCEL: access.Action.ORDER_WRITE,
-    Action.HOLD: access.Action.HOLD_RESUME,
-    Action.RESUME: access.Action.HOLD_RESUME,
-    Action.CORRECTION: access.Action.CORRECTION,
-    Action.COMPLETE: access.Action.TASK_WRITE,
+    Action.ACTIVATE: access.Permission.ORDER_WRITE,
+    Action.CANCEL: access.Permission.ORDER_WRITE,
+    Action.HOLD: access.Permission.HOLD_RESUME,
+    Action.RESUME: access.Permission.HOLD_RESUME,
+    Action.CORRECTION: access.Permission.CORRECTION,
+    Action.COMPLETE: access.Permission.TASK_WRITE,
 }
 
 
@@ -139,7 +139,7 @@ class OrderService:
         the key is claimed in the same transaction: a key already taken by the same payload
         returns that order (`replayed`), by another payload is 409 DUPLICATE_MUTATION.
         """
-        access.require(self.principal, access.Action.ORDER_WRITE)
+        access.require(self.principal, access.Permission.ORDER_WRITE)
         order = validate_resource(resource_type, body)
         if order.get("status") != "draft":
             msg = "Orders are created as draft; activate them with $activate"
@@ -185,7 +185,7 @@ class OrderService:
         owner = self.repo.key_owner(MUTATION_KEYS, mutation.key)
         if owner is None or owner[1] != mutation.payload_hash:
             raise DuplicateMutation("clientMutationId was already used with a different payload")
-        existing = self.repo.read_any(ORDER_TYPES, owner[0])
+        existing = self.repo.read_any(ORDER_RESOURCE_TYPES, owner[0])
         if existing is None:  # pragma: no cover - the key row is written with its order
             raise DuplicateMutation("clientMutationId belongs to an order that is not visible")
         return OrderResult(existing, self._alerts_of(existing), replayed=True)
@@ -265,13 +265,13 @@ class OrderService:
     def locate(self, rid: str) -> StoredResource:
         """An order by id alone (legacy ids carry no type). Write paths use this: the action's
         own role rule applies, not the read rule (a PRESCRIBER may cancel but not browse)."""
-        found = self.repo.read_any(ORDER_TYPES, rid)
+        found = self.repo.read_any(ORDER_RESOURCE_TYPES, rid)
         if found is None:
             raise OrderNotFound(f"Order {rid} not found")
         return found
 
     def load(self, resource_type: str, rid: str) -> StoredResource:
-        if resource_type not in ORDER_TYPES:
+        if resource_type not in ORDER_RESOURCE_TYPES:
             raise OrderNotFound(f"{resource_type} is not an order type")
         found = self.repo.read(resource_type, rid, for_update=True)
         if found is None:
@@ -414,7 +414,7 @@ class OrderService:
         expected_version: int | None,
     ) -> OrderResult:
         """Acknowledging is a mutation of the order: it needs the current version and bumps it."""
-        access.require(self.principal, access.Action.ORDER_WRITE)
+        access.require(self.principal, access.Permission.ORDER_WRITE)
         if not reason or not reason.strip():
             raise ValidationFailed("A reason is required", issues=[Issue("required", "reason")])
         current = self.load(resource_type, rid)
@@ -454,7 +454,7 @@ class OrderService:
         action it amounts to (hold, resume, cancel/revoke, entered-in-error); activation must
         use `$activate`, which runs the signing checks. Other edits are allowed only on drafts.
         """
-        access.require(self.principal, access.Action.ORDER_WRITE)
+        access.require(self.principal, access.Permission.ORDER_WRITE)
         doc = validate_resource(resource_type, body)
         current = self.repo.read(resource_type, rid, for_update=True)
         if current is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.domain import access
 from app.domain.ids import is_valid_fhir_id, new_id
-from app.domain.lifecycle import ORDER_TYPES
+from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
     Issue,
     MultipleMatches,
@@ -96,7 +96,7 @@ def check_references(
 def _not_an_order(resource_type: str) -> None:
     """Orders are written only through OrderService (state machine, CDS): a caller that
     reaches the generic path with one is a bug, and must not silently bypass the checks."""
-    if resource_type in ORDER_TYPES:
+    if resource_type in ORDER_RESOURCE_TYPES:
         raise TypeError(f"{resource_type} is written through OrderService, not ResourceService")
 
 
@@ -121,14 +121,14 @@ class ResourceService:
 
     # ------------------------------------------------------------------ reads
     def read(self, resource_type: str, rid: str) -> StoredResource:
-        access.require(self.principal, access.Action.READ)
+        access.require(self.principal, access.Permission.READ)
         found = self.uow.repo.read(resource_type, rid)
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid} not found")
         return found
 
     def vread(self, resource_type: str, rid: str, version: str) -> StoredResource:
-        access.require(self.principal, access.Action.READ)
+        access.require(self.principal, access.Permission.READ)
         found = self.uow.repo.vread(resource_type, rid, int(version)) if version.isdigit() else None
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid}/_history/{version} not found")
@@ -137,7 +137,7 @@ class ResourceService:
     def history(
         self, resource_type: str, rid: str, *, count: int, before: int | None
     ) -> tuple[list[StoredResource], int]:
-        access.require(self.principal, access.Action.READ)
+        access.require(self.principal, access.Permission.READ)
         found = self.uow.repo.history(resource_type, rid, count=count, before_version=before)
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid} not found")
@@ -152,7 +152,7 @@ class ResourceService:
         return self.search(query).resources
 
     def search(self, query: SearchQuery) -> SearchPage:
-        access.require(self.principal, access.Action.READ)
+        access.require(self.principal, access.Permission.READ)
         return self.uow.repo.search(query)
 
     # ------------------------------------------------------------------ writes

@@ -33,7 +33,7 @@ from tests.fhir_data import (
     service_request,
     task,
 )
-from tests.orders import ORDER_TYPES, order_with_status
+from tests.orders import ORDER_RESOURCE_TYPES, order_with_status
 
 BASE = "/fhir/R4"
 SUBSETTED = "SUBSETTED"
@@ -271,7 +271,7 @@ def test_search_parameter_matches_only_the_right_resource(
 ) -> None:
     world = World(client, staff)
     build = BASE_BUILDERS[rtype]
-    make = order if rtype in ORDER_TYPES else create
+    make = order if rtype in ORDER_RESOURCE_TYPES else create
     good = make(client, staff, build(world, match(world)))
     bad = make(client, staff, build(world, nomatch(world)))
     for template in queries:

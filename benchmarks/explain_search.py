@@ -18,9 +18,9 @@ import psycopg
 from sqlalchemy import create_engine, event
 
 from app.domain.ids import new_id
-from app.fhir.repository import Repository
-from app.fhir.search.query import parse_search
 from app.migrate import upgrade
+from app.store import Repository
+from app.store.search.query import parse_search
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "orders_explain"

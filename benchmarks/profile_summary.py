@@ -26,7 +26,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("legacy schema load (marshmallow)", ("marshmallow/",)),
     ("CDS: context searches", ("_context (app/services/orders.py",)),
     ("CDS: rules (engine.evaluate)", ("evaluate (app/cds/engine.py",)),
-    ("search-index extraction", ("app/fhir/search/extract.py",)),
+    ("search-index extraction", ("app/store/search/extract.py",)),
     ("Provenance writes", ("record (app/services/provenance.py",)),
     ("SQLAlchemy (all)", ("sqlalchemy/",)),
     ("  SQL compilation", ("sqlalchemy/sql/compiler.py",)),

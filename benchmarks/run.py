@@ -159,8 +159,8 @@ def explain_search(engine: Any, data: seeding.Dataset) -> str:
     """The exact statements the repository issues for the search phase, under EXPLAIN."""
     from sqlalchemy import event
 
-    from app.fhir.repository import Repository
-    from app.fhir.search.query import parse_search
+    from app.store import Repository
+    from app.store.search.query import parse_search
 
     captured: list[tuple[str, Any]] = []
 

@@ -1,6 +1,6 @@
 """Bulk seeding for the benchmark: the repository's own write path, batched.
 
-Every resource goes through `app.fhir.repository.Repository.create`, so ids, `meta`, the
+Every resource goes through `app.store.repository.Repository.create`, so ids, `meta`, the
 search-index rows (`extract`), `patient_id`, `status` and `sort_date` are exactly what the
 server itself would store. The repository defers its inserts, so a chunk of creates on one
 connection is written by `flush()` as one statement (one JSON document of rows) in one
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from app.domain.ids import new_id, to_legacy
-from app.fhir.repository import Repository
+from app.store import Repository
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -301,7 +301,7 @@ def cds_patients(engine: Engine, tenant: str, n: int) -> list[tuple[str, str]]:
 
 def validate_samples(samples: Iterable[dict[str, Any]]) -> None:
     """Fail fast if a generated resource would not pass the server's own validation."""
-    from app.fhir.models import validate_resource
+    from app.domain.fhir_models import validate_resource
 
     for body in samples:
         validate_resource(body["resourceType"], body)

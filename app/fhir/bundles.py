@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from app.domain.clock import format_instant
 from app.domain.ids import new_id
 from app.errors import AppError, Issue, MethodNotAllowed, RouteNotFound, ValidationFailed
 from app.fhir import capability
 from app.fhir.http import FhirRequest, FhirResponse, parse_json
 from app.fhir.outcomes import operation_outcome, status_for
-from app.fhir.search.dates import format_instant
 from app.services.resources import ResourceService, WriteResult
 from app.services.resources import references as _refs
 from app.services.unit_of_work import UnitOfWork

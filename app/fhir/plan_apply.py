@@ -19,8 +19,8 @@ from typing import Any
 from app.auth import Principal
 from app.auth.scopes import scope_allows
 from app.errors import Forbidden, Issue, ValidationFailed
-from app.fhir.search.extract import parse_reference
 from app.services.order_sets import ApplyResult
+from app.store.search.extract import parse_reference
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from app.auth.scopes import scope_allows
 from app.cds.engine import CdsEngine
 from app.db import Database
+from app.domain.clock import format_instant, utcnow
 from app.domain.lifecycle import Action
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
@@ -39,13 +40,12 @@ from app.fhir.http import (
     resource_headers,
 )
 from app.fhir.outcomes import informational
-from app.fhir.repository import SearchPage, StoredResource, utcnow
-from app.fhir.search.dates import format_instant
-from app.fhir.search.query import MAX_COUNT, SearchQuery, parse_search
 from app.services.fulfilment import Fulfilment
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
 from app.services.unit_of_work import UnitOfWork
+from app.store import SearchPage, StoredResource
+from app.store.search.query import MAX_COUNT, SearchQuery, parse_search
 
 Handler = Callable[[FhirRequest], FhirResponse]
 

@@ -1,25 +1,22 @@
 """Flask glue for `/fhir/R4`: build a FhirRequest, authenticate, call the router, render.
 
-Errors of every kind leave here as an OperationOutcome; unexpected ones are logged with the
-request id and answered with a generic 500 (never a stack trace).
+Errors of every kind on `/fhir` leave as an OperationOutcome (`render_error`, registered
+with the app's error handling in app/web/errors.py).
 """
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 from flask import Blueprint, Flask, Response, request
-from werkzeug.exceptions import HTTPException
 
 from app.errors import AppError
 from app.fhir.http import FHIR_JSON, FhirRequest, FhirResponse
 from app.fhir.outcomes import operation_outcome, status_for
 from app.fhir.router import FhirRouter
 from app.runtime import get_runtime
+from app.web.errors import register_face
 
 PREFIX = "/fhir/R4"
-log = logging.getLogger("app.fhir")
 bp = Blueprint("fhir", __name__, url_prefix=PREFIX)
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
 
@@ -64,27 +61,6 @@ def dispatch(subpath: str) -> Response:
     return _render(router.handle(fhir_req))
 
 
-@bp.errorhandler(AppError)
-def _app_error(err: AppError) -> Response:
-    return render_error(err)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    from app.http_errors import as_app_error
-
-    error = as_app_error(err)
-    resp = render_error(error)
-    if error.status == 500 and err.code:  # an HTTP error without a typed counterpart
-        resp.status_code = err.code
-    return resp
-
-
-@bp.errorhandler(Exception)
-def _unexpected(err: Exception) -> Response:
-    log.exception("unhandled error on the FHIR face")
-    return render_error(AppError("Internal server error"))
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    register_face(app, ("/fhir",), render_error)

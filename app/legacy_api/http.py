@@ -12,9 +12,9 @@ from app.auth import Principal
 from app.domain.ids import from_legacy, to_legacy
 from app.errors import AppError, Issue, ValidationFailed
 from app.legacy_api import roles
-from app.legacy_api.errors import error_response
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
+from app.web.errors import json_error, json_error_body
 
 LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 OFFLINE_HEADER = "X-Offline-Queued-At"
@@ -73,7 +73,7 @@ def json(payload: Any, status: int = 200, headers: dict[str, str] | None = None)
     return resp
 
 
-def legacy_error(err: AppError) -> Response:
+def _with_legacy_ids(err: AppError) -> AppError:
     """Domain errors carry FHIR ids in their alert details; the legacy face shows legacy ids."""
     if isinstance(err.details, list):
         err.details = [
@@ -82,4 +82,15 @@ def legacy_error(err: AppError) -> Response:
             else d
             for d in err.details
         ]
-    return error_response(err)
+    return err
+
+
+def legacy_error(err: AppError) -> Response:
+    """`{"error": {...}}` with legacy ids: the legacy face's renderer."""
+    return json_error(_with_legacy_ids(err))
+
+
+def legacy_error_body(err: AppError) -> dict[str, Any]:
+    """The `error` object of `legacy_error`, for a batch item's result."""
+    body: dict[str, Any] = json_error_body(_with_legacy_ids(err))["error"]
+    return body

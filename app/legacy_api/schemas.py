@@ -27,9 +27,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from app.domain.clock import parse_range
 from app.domain.ids import from_legacy, is_valid_fhir_id
 from app.errors import Issue, ValidationFailed
-from app.fhir.search.dates import parse_range
 from app.legacy_api.mapping.common import DETAIL_BLOCKS, frequency_problem
 
 ORDER_TYPE_NAMES = tuple(DETAIL_BLOCKS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from app.fhir.storage import metadata
+from app.store.tables import metadata
 
 config = context.config
 

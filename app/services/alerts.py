@@ -14,8 +14,8 @@ from typing import Any
 
 from app.auth import Principal
 from app.cds.alerts import Alert, category_coding, severity
+from app.domain.clock import format_instant
 from app.domain.ids import new_id
-from app.fhir.search.dates import format_instant
 
 RULE_SYSTEM = "urn:orders-service:cds-rule"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"

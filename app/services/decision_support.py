@@ -20,11 +20,11 @@ from app.cds.engine import SERVICES, CdsEngine
 from app.domain import access
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import CdsAlertNotFound, Issue, PrefetchUnavailable, ValidationFailed
-from app.fhir.search.extract import parse_reference
 from app.services import alerts as alert_store
 from app.services.orders import COUNTS_AT_CREATE, COUNTS_AT_SIGN, OrderService
 from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
+from app.store.search.extract import parse_reference
 
 CARD_NAMESPACE = uuid.UUID("5b1f0c3e-8a7d-4c1e-9f2a-3d6b7e8f9a0b")
 PREFETCH_TYPES = {

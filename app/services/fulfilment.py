@@ -11,18 +11,18 @@ from datetime import datetime
 from typing import Any
 
 from app.domain import access
+from app.domain.clock import format_instant
+from app.domain.fhir_models import validate_resource
 from app.domain.ids import new_id
 from app.domain.lifecycle import Action, next_state, state_of
 from app.domain.order_types import ORDER_RESOURCE_TYPES, business_status, is_referral
 from app.errors import ResourceNotFound
-from app.fhir.models import validate_resource
-from app.fhir.repository import StoredResource
-from app.fhir.search.dates import format_instant
-from app.fhir.search.extract import parse_reference
-from app.fhir.search.query import parse_search
 from app.services import provenance
 from app.services.resources import check_references
 from app.services.unit_of_work import UnitOfWork
+from app.store import StoredResource
+from app.store.search.extract import parse_reference
+from app.store.search.query import parse_search
 
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
 CLOSED = frozenset({"completed", "cancelled", "entered-in-error", "failed", "rejected"})

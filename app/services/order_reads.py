@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from app.domain import access
+from app.domain.clock import format_instant
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import OrderNotFound
-from app.fhir.repository import StoredResource
-from app.fhir.search.dates import format_instant
-from app.fhir.search.query import parse_search
 from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
+from app.store import StoredResource
+from app.store.search.query import parse_search
 
 
 @dataclass

@@ -62,6 +62,7 @@ from typing import Any, Protocol
 
 from app.cds.engine import CdsEngine
 from app.domain import access
+from app.domain.clock import format_instant, utcnow
 from app.domain.ids import new_id
 from app.domain.order_types import ACTIVITY_CATEGORY_EXTENSION, LOCAL, ORDER_TYPES, SNOMED
 from app.errors import (
@@ -71,12 +72,11 @@ from app.errors import (
     OrderSetNotFound,
     ValidationFailed,
 )
-from app.fhir.repository import StoredResource, utcnow
-from app.fhir.search.dates import format_instant
-from app.fhir.search.extract import parse_reference
 from app.services.orders import OrderService
 from app.services.resources import ResourceService
 from app.services.unit_of_work import UnitOfWork
+from app.store import StoredResource
+from app.store.search.extract import parse_reference
 
 CATEGORY_EXT = ACTIVITY_CATEGORY_EXTENSION
 ORDER_SET_INSTANCE = "urn:orders-service:order-set-instance"

@@ -14,6 +14,8 @@ from typing import Any
 from app.cds.context import Hook, OrderContext
 from app.cds.engine import CdsEngine
 from app.domain import access
+from app.domain.clock import utcnow
+from app.domain.fhir_models import validate_resource
 from app.domain.ids import new_id
 from app.domain.lifecycle import (
     TERMINAL,
@@ -42,14 +44,13 @@ from app.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from app.fhir.models import validate_resource
-from app.fhir.repository import StoredResource, utcnow
-from app.fhir.search.extract import parse_reference
 from app.services import alerts as alert_store
 from app.services import provenance
 from app.services.fulfilment import Fulfilment
 from app.services.resources import check_references, find_all
 from app.services.unit_of_work import UnitOfWork
+from app.store import StoredResource
+from app.store.search.extract import parse_reference
 
 #: `conditional_keys.res_type` for client mutation keys (one namespace for all order types).
 MUTATION_KEYS = "client-mutation"

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.auth import Principal
+from app.domain.clock import format_instant
 from app.domain.ids import new_id
-from app.fhir.repository import Repository, StoredResource
-from app.fhir.search.dates import format_instant
+from app.store import Repository, StoredResource
 
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.domain import access
+from app.domain.fhir_models import validate_resource
 from app.domain.ids import is_valid_fhir_id, new_id
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
@@ -23,13 +24,12 @@ from app.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from app.fhir.models import validate_resource
-from app.fhir.repository import IdTaken, SearchPage, StoredResource
-from app.fhir.search.definitions import load_definitions
-from app.fhir.search.extract import parse_reference
-from app.fhir.search.query import SearchQuery, parse_search
 from app.services import provenance
 from app.services.unit_of_work import UnitOfWork
+from app.store import IdTaken, SearchPage, StoredResource
+from app.store.search.definitions import load_definitions
+from app.store.search.extract import parse_reference
+from app.store.search.query import SearchQuery, parse_search
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.auth import Principal
 from app.db import Database
 from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed, VersionConflict
-from app.fhir.repository import Repository
+from app.store import Repository
 
 
 class UnitOfWork:

@@ -10,10 +10,10 @@ from flask.testing import FlaskClient
 
 from app.auth import Principal
 from app.fhir import capability
-from app.fhir.search.definitions import load_definitions
-from app.fhir.search.extract import extract
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
+from app.store.search.definitions import load_definitions
+from app.store.search.extract import extract
 from tests.conftest import TokenFactory
 from tests.fhir_data import medication_request, patient, service_request
 

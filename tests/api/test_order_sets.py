@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from app.auth import Principal
-from app.fhir.models import validate_resource
+from app.domain.fhir_models import validate_resource
 from app.runtime import get_runtime
 from app.services.order_sets import CATEGORY_EXT, ORDER_SET_INSTANCE, OrderSetService
 from app.services.unit_of_work import UnitOfWork

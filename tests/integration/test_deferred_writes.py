@@ -24,12 +24,13 @@ from sqlalchemy import Engine, event, func, select
 from app.auth import Principal
 from app.domain.ids import new_id
 from app.errors import ValidationFailed, VersionConflict
-from app.fhir.repository import INDEX_COLUMNS, INDEX_TABLES, PG_FLUSH, R, Repository, V
-from app.fhir.search import definitions
-from app.fhir.search.extract import extract
-from app.fhir.search.query import parse_search
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
+from app.store import Repository
+from app.store.search import definitions
+from app.store.search.extract import extract
+from app.store.search.query import parse_search
+from app.store.statements import INDEX_COLUMNS, INDEX_TABLES, PG_FLUSH, R, V
 from tests.fhir_data import LOINC, patient, plan_definition, service_request
 
 RES, VER = R, V

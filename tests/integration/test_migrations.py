@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema `app/fhir/storage.py` declares, on both backends.
+"""The migrations build exactly the schema `app/store/tables.py` declares, on both backends.
 
 Indexes are declared twice (the model, for readers and autogenerate; the revision, for
 databases): a missing or extra one would silently change query plans (see revision 0003).
@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 
-from app.fhir.storage import metadata
 from app.runtime import get_runtime
+from app.store.tables import metadata
 
 
 def test_migrated_schema_matches_the_models(app: Flask) -> None:

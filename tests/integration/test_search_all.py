@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from app.domain.ids import new_id
-from app.fhir.repository import Repository
-from app.fhir.search.query import parse_search
 from app.runtime import get_runtime
+from app.store import Repository
+from app.store.search.query import parse_search
 
 
 def test_search_all_follows_every_page(app: Flask, tenant: str) -> None:

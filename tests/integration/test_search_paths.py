@@ -14,11 +14,10 @@ from flask import Flask
 
 from app.auth import Principal
 from app.domain.ids import new_id
-from app.fhir import repository
-from app.fhir.repository import SearchPage
-from app.fhir.search.query import parse_search
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
+from app.store import SearchPage, searching
+from app.store.search.query import parse_search
 from tests.fhir_data import service_request
 
 SR = "ServiceRequest"
@@ -86,9 +85,9 @@ def test_cached_column_searches_page_exactly_like_composed_ones(
             ids.append(rid)
     names = {"p": p, "q": q, "a": ids[1], "b": ids[5], "c": ids[6]}
     params = [(k, v.format(**names)) for k, v in template]
-    assert repository._column_shape(parse_search(SR, params)) is not None
+    assert searching._column_shape(parse_search(SR, params)) is not None
     cached = _walk(app, tenant, params)
-    monkeypatch.setattr(repository, "_column_shape", lambda _query: None)
+    monkeypatch.setattr(searching, "_column_shape", lambda _query: None)
     composed = _walk(app, tenant, params)
     assert cached == composed
     if ("status", "entered-in-error") not in template:

@@ -12,9 +12,9 @@ import pytest
 
 from app.auth import Principal
 from app.cds.alerts import Alert
+from app.domain.fhir_models import validate_resource
 from app.domain.ids import from_legacy, to_legacy
 from app.domain.order_types import ORDER_TYPES, REFERRAL_STATUS_SYSTEM, is_referral
-from app.fhir.models import validate_resource
 from app.legacy_api import mapping as m
 from app.legacy_api import schemas
 from app.legacy_api.mapping.common import (

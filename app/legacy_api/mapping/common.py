@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.domain.clock import format_instant
 from app.domain.ids import from_legacy, to_legacy
 from app.domain.lifecycle import TRANSITIONS, Action, state_of
 from app.errors import AppError
-from app.fhir.search.dates import format_instant
 from app.services import alerts as alert_store
 
 JSON = dict[str, Any]

@@ -8,16 +8,16 @@ import orjson
 from flask import Blueprint, Response, request
 from marshmallow import Schema
 
+from app.domain.clock import utcnow
 from app.domain.ids import from_legacy
 from app.domain.lifecycle import Action
 from app.errors import AppError, Issue, OfflineCreateNotAllowed, ValidationFailed
-from app.fhir.repository import utcnow
 from app.legacy_api import mapping, schemas
 from app.legacy_api.http import (
     body,
     fhir_id,
     json,
-    legacy_error,
+    legacy_error_body,
     offline,
     principal,
     unit_of_work,
@@ -88,7 +88,7 @@ def batch() -> Response:
                 {
                     "index": index,
                     "success": False,
-                    "error": orjson.loads(legacy_error(err).get_data())["error"],
+                    "error": legacy_error_body(err),
                 }
             )
             continue

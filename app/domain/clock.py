@@ -1,4 +1,5 @@
-"""FHIR date/dateTime/instant values as half-open UTC ranges [low, high).
+"""The clock and FHIR time values: `now` at the precision the server stores, instants as
+FHIR writes them, and date/dateTime/instant values as half-open UTC ranges [low, high).
 
 A FHIR date carries its precision: `2024` is the whole year, `2024-03-05` the whole day,
 `2024-03-05T10:00:00Z` one second. Search compares ranges, not points.
@@ -68,3 +69,10 @@ def _parse_range(text: str) -> tuple[datetime, datetime]:
 def format_instant(value: datetime) -> str:
     """An R4 `instant` with millisecond precision and a `Z`."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utcnow() -> datetime:
+    """Now, at the millisecond precision `meta.lastUpdated` reports, so `_lastUpdated=eq…`
+    with the value a client was given matches what is stored."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.fhir.search.dates import parse_range
-from app.fhir.search.definitions import ResourceSearch
-from app.fhir.storage import NO_DATE
+from app.domain.clock import parse_range
+from app.store.search.definitions import ResourceSearch
+from app.store.tables import NO_DATE
 
 MAX_LEN = 255
 

@@ -10,7 +10,7 @@ from typing import Literal
 import orjson
 
 ParamType = Literal["token", "reference", "date", "string"]
-DEFINITIONS_FILE = Path(__file__).resolve().parent.parent / "search_parameters.json"
+DEFINITIONS_FILE = Path(__file__).resolve().parent / "search_parameters.json"
 
 
 @dataclass(frozen=True)

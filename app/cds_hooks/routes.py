@@ -1,22 +1,21 @@
 """CDS Hooks endpoints at `/cds-services`: Flask glue over app/services/decision_support.py.
 
 Same token and `X-Tenant-ID` as the other faces (CDS Hooks clients authenticate every call,
-discovery included). Errors are `{"error": {...}}` JSON with the code a client can act on.
+discovery included). Errors are the `{"error": {...}}` JSON of the other JSON face
+(app/web/errors.py `json_error_body`), with the code a client can act on.
 """
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 from flask import Blueprint, Flask, Response, request
 
-from app.errors import AppError, Issue, ValidationFailed
+from app.errors import Issue, ValidationFailed
 from app.runtime import get_runtime
 from app.services import decision_support
 from app.services.unit_of_work import UnitOfWork
+from app.web.errors import json_error, register_face
 
-log = logging.getLogger("app.cds")
 bp = Blueprint("cds_hooks", __name__, url_prefix="/cds-services")
 
 
@@ -62,25 +61,6 @@ def feedback(service_id: str) -> Response:
     return _json({})
 
 
-@bp.errorhandler(AppError)
-def _app_error(err: AppError) -> Response:
-    body = {
-        "error": {
-            "code": err.code,
-            "message": err.message,
-            "details": [{"path": i.path, "message": i.message} for i in err.issues] or err.details,
-        }
-    }
-    resp = _json(body, err.status)
-    resp.headers.update(err.headers)
-    return resp
-
-
-@bp.errorhandler(Exception)
-def _unexpected(err: Exception) -> Response:
-    log.exception("unhandled error on the CDS Hooks face")
-    return _json({"error": {"code": "INTERNAL_ERROR", "message": "Internal server error"}}, 500)
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    register_face(app, ("/cds-services",), json_error)

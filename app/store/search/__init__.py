@@ -1,4 +1,4 @@
 """Search: parameter definitions (data), value extraction for indexing, request parsing.
 
-Nothing here issues SQL; `app/fhir/repository.py` turns a parsed query into statements.
+Nothing here issues SQL; `app/store/searching.py` turns a parsed query into statements.
 """

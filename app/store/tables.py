@@ -1,6 +1,6 @@
 """Resource tables. Every table leads with `tenant_id` (DESIGN §9: distributable by tenant).
 
-Only `app/fhir/repository.py` issues queries against these tables.
+Only `app/store/repository.py` issues queries against these tables.
 
 - `resources`: the current version of each resource, with hot search columns
   (`patient_id` = the Patient compartment, `status`, `sort_date`) as real indexed columns.

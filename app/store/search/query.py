@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
+from app.domain.clock import parse_range
 from app.errors import Issue, ValidationFailed
-from app.fhir.search.dates import parse_range
-from app.fhir.search.definitions import SearchParam, for_type, load_definitions
-from app.fhir.search.extract import normalize_string
+from app.store.search.definitions import SearchParam, for_type, load_definitions
+from app.store.search.extract import normalize_string
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000

@@ -1,0 +1,30 @@
+"""Application factory (flask tutorial pattern): every extension is built here, and the
+error handling every face registers its renderer with (app/web/errors.py)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app import health, observability
+from app.cds_hooks import routes as cds_hooks_routes
+from app.fhir import routes as fhir_routes
+from app.legacy_api import routes as legacy_routes
+from app.runtime import Runtime
+from app.settings import Settings
+from app.web import errors
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask("app", instance_path=str(settings.instance_path.resolve()))
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider attribute
+    observability.init_app(app)
+    app.extensions["orders"] = Runtime.build(settings)
+    errors.init_app(app, max_body_bytes=settings.max_body_bytes)
+    health.init_app(app)
+    fhir_routes.init_app(app)
+    cds_hooks_routes.init_app(app)
+    legacy_routes.init_app(app)
+    return app

@@ -1,0 +1,117 @@
+"""The state every repository operation shares: the connection, the tenant and patient
+compartment bound at construction, the deferred inserts and what this unit of work has
+read. Reads and writes (repository.py) and search (searching.py) build on it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+)
+
+from app.store.records import StoredResource
+from app.store.search.extract import IndexValues
+from app.store.statements import (
+    FETCH_MANY,
+    INSERT,
+    PG_FLUSH,
+    WRITE_ORDER,
+    R,
+)
+
+
+class StoreConnection:
+    def __init__(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        *,
+        patient_scope: str | None = None,
+        read_only: bool = False,
+    ):
+        self.conn = conn
+        self.tenant_id = tenant_id
+        self.patient_scope = patient_scope
+        self.read_only = read_only
+        self._postgresql = conn.dialect.name == "postgresql"
+        self._pending: dict[Table, list[dict[str, Any]]] = defaultdict(list)
+        #: The version of each resource this unit of work last read or wrote, with its index
+        #: values when known: what an update diffs its new index rows against.
+        self._seen: dict[tuple[str, str], tuple[StoredResource, IndexValues | None]] = {}
+
+    # ---------------------------------------------------------------- statements
+    def _execute(self, statement: Any, params: Any = None) -> Any:
+        """Every statement goes through here: pending inserts are written first."""
+        if self._pending:
+            self.flush()
+        return self.conn.execute(statement, params)
+
+    def flush(self) -> None:
+        """Write the deferred inserts: on PostgreSQL one statement for every table
+        (`pg_flush`), elsewhere one executemany per table."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, defaultdict(list)
+        if self._postgresql:
+            PG_FLUSH.execute(self.conn, pending)
+            return
+        for table in WRITE_ORDER:
+            rows = pending.get(table)
+            if rows:
+                self.conn.execute(INSERT[table], rows[0] if len(rows) == 1 else rows)
+
+    def _binds(self, resource_type: str, rid: str | None = None) -> dict[str, Any]:
+        binds: dict[str, Any] = {"b_tenant": self.tenant_id, "b_type": resource_type}
+        if rid is not None:
+            binds["b_id"] = rid
+        if self.patient_scope is not None:
+            binds["b_patient"] = self.patient_scope
+        return binds
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work cannot write")
+
+    # ---------------------------------------------------------------- scoping
+    def _scoped(self, resource_type: str) -> list[ColumnElement[bool]]:
+        where = [R.c.tenant_id == self.tenant_id, R.c.res_type == resource_type]
+        if self.patient_scope is not None:
+            where.append(R.c.patient_id == self.patient_scope)
+        return where
+
+    @staticmethod
+    def _row(row: Any) -> StoredResource:
+        """A row of `RAW_ROW` columns (every read selects them): the document stays text
+        until someone reads `.content`."""
+        return StoredResource(
+            row.res_type,
+            row.id,
+            row.version_id,
+            row.last_updated,
+            None,
+            row.patient_id,
+            row.sort_date,
+            row.raw,
+        )
+
+    def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
+        """Resources of any mix of types, in one prebuilt statement (`(type, id) IN …`,
+        which PostgreSQL plans as one primary-key probe per pair)."""
+        wanted = sorted(set(refs))
+        if not wanted:
+            return []
+        binds = {"b_tenant": self.tenant_id, "b_refs": wanted}
+        if self.patient_scope is not None:
+            binds["b_patient"] = self.patient_scope
+        out = [
+            self._row(r) for r in self._execute(FETCH_MANY[self.patient_scope is not None], binds)
+        ]
+        for found in out:
+            self._seen[(found.resource_type, found.id)] = (found, None)
+        return out

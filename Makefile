@@ -17,13 +17,11 @@ services: ## Start local PostgreSQL and Redis if they are down
 run: ## Run on SQLite + in-process cache with demo data; prints a token (ARGS="--port 8080")
 	@bash scripts/run.sh $(ARGS)
 
-test: ## Run every test against real PostgreSQL and Redis (ARGS="-k cache -x")
+test: ## Run the checks, then every test against real PostgreSQL and Redis (ARGS="-k cache -x")
 	@bash scripts/test.sh $(ARGS)
 
-lint: venv ## ruff check, ruff format --check and mypy on app/
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/mypy app
+lint: ## ruff check, ruff format --check, mypy on app/ and the import-layer contracts
+	@bash scripts/checks.sh
 
 bench: venv services ## Benchmark gunicorn+PostgreSQL+Redis, print the table (ARGS="--scale 1000000")
 	@.venv/bin/python -c 'import psutil' 2>/dev/null || \

@@ -8,8 +8,11 @@ See: https://hl7.org/fhir/R4/http.html#transaction
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from app.domain.clock import format_instant
@@ -17,17 +20,27 @@ from app.domain.ids import new_id
 from app.errors import AppError, Issue, MethodNotAllowed, RouteNotFound, ValidationFailed
 from app.fhir import capability
 from app.fhir.http import FhirRequest, FhirResponse, parse_json
+from app.fhir.interactions import allow, not_allowed_message
 from app.fhir.outcomes import operation_outcome, status_for
 from app.services.resources import ResourceService, WriteResult
 from app.services.resources import references as _refs
 from app.services.unit_of_work import UnitOfWork
-
-if TYPE_CHECKING:
-    from app.fhir.router import FhirRouter
+from app.services.writes import ResourceWrites
 
 MAX_ENTRIES = 500
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created"}
+
+
+@dataclass(frozen=True)
+class BundleServices:
+    """What processing a Bundle needs from the router, passed in so this module does not
+    depend on it: units of work, the write path, and the handling of a GET entry exactly
+    as the same request on its own."""
+
+    open_uow: Callable[[FhirRequest], AbstractContextManager[UnitOfWork]]
+    writes: Callable[[UnitOfWork], ResourceWrites]
+    handle: Callable[[FhirRequest], FhirResponse]
 
 
 @dataclass
@@ -76,7 +89,7 @@ def _entries(bundle: dict[str, Any]) -> list[Entry]:
     return out
 
 
-def process_bundle(router: FhirRouter, req: FhirRequest) -> FhirResponse:
+def process_bundle(services: BundleServices, req: FhirRequest) -> FhirResponse:
     bundle = parse_json(req.body)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ValidationFailed("Expected a Bundle", issues=[Issue("not a Bundle", "Bundle")])
@@ -88,13 +101,13 @@ def process_bundle(router: FhirRouter, req: FhirRequest) -> FhirResponse:
         )
     entries = _entries(bundle)
     if kind == "transaction":
-        return _transaction(router, req, entries)
-    return _batch(router, req, entries)
+        return _transaction(services, req, entries)
+    return _batch(services, req, entries)
 
 
-def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
+def _transaction(services: BundleServices, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
     results: dict[int, dict[str, Any]] = {}
-    with router.uow(req) as uow:
+    with services.open_uow(req) as uow:
         service = ResourceService(uow)
         ids = _assign_ids(entries, service)
         for entry in entries:
@@ -103,7 +116,7 @@ def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> 
         uow.pending = {_split_ref(v) for v in ids.values()}
         for entry in _processing_order(entries, ids):
             try:
-                results[entry.index] = _run(router, req, service, uow, entry, ids)
+                results[entry.index] = _run(services, req, uow, entry, ids)
             except AppError as err:
                 err.issues = err.issues or [Issue(err.message)]
                 err.issues = [
@@ -116,12 +129,12 @@ def _transaction(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> 
     )
 
 
-def _batch(router: FhirRouter, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
+def _batch(services: BundleServices, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
     out = []
     for entry in entries:
         try:
-            with router.uow(req) as uow:
-                out.append(_run(router, req, ResourceService(uow), uow, entry, {}))
+            with services.open_uow(req) as uow:
+                out.append(_run(services, req, uow, entry, {}))
         except AppError as err:
             out.append(
                 {"response": {"status": str(status_for(err)), "outcome": operation_outcome(err)}}
@@ -192,9 +205,8 @@ def _rewrite(node: Any, ids: dict[str, str]) -> Any:
 
 
 def _run(
-    router: FhirRouter,
+    services: BundleServices,
     req: FhirRequest,
-    service: ResourceService,
     uow: UnitOfWork,
     entry: Entry,
     ids: dict[str, str],
@@ -204,25 +216,25 @@ def _run(
     if not segments or segments[0] not in capability.load().types:
         raise RouteNotFound(f"Unsupported entry url {entry.url!r}")
     rtype = segments[0]
-    allowed = capability.load().types[rtype].interactions
     if entry.method == "POST" and len(segments) == 1:
-        _allow(router, req, rtype, "create", allowed)
+        allow(req.principal, rtype, "create")
         rid = ids.get(entry.full_url or "", "").partition("/")[2] or None
-        result = router.create_in(
-            uow, rtype, entry.resource, condition=entry.if_none_exist, rid=rid
+        result = services.writes(uow).create(
+            rtype, entry.resource, condition=entry.if_none_exist, rid=rid
         )
         return _write_entry(req, result)
     if entry.method == "PUT" and len(segments) == 2:
-        _allow(router, req, rtype, "update", allowed)
+        allow(req.principal, rtype, "update")
         version = None
         if entry.if_match:
             text = entry.if_match.removeprefix("W/").strip('"')
             if not text.isdigit():
                 raise ValidationFailed("Malformed ifMatch", issues=[Issue("bad", "ifMatch")])
             version = int(text)
-        return _write_entry(
-            req, router.put_in(uow, rtype, segments[1], entry.resource, version, None)
+        result = services.writes(uow).put(
+            rtype, segments[1], entry.resource, if_match=version, reason=None
         )
+        return _write_entry(req, result)
     if entry.method == "GET":
         sub = FhirRequest(
             "GET",
@@ -234,22 +246,14 @@ def _run(
             req.principal,
             uow=uow,
         )
-        response = router.handle(sub)
+        response = services.handle(sub)
         return {
             "resource": response.body,
             "response": {"status": STATUS_TEXT.get(response.status, str(response.status))},
         }
     if entry.method == "DELETE":
-        raise MethodNotAllowed(router._not_allowed(rtype, "delete"))
+        raise MethodNotAllowed(not_allowed_message(rtype, "delete"))
     raise MethodNotAllowed(f"{entry.method} {entry.url} is not supported in a Bundle")
-
-
-def _allow(
-    router: FhirRouter, req: FhirRequest, rtype: str, interaction: str, allowed: frozenset[str]
-) -> None:
-    if interaction not in allowed:
-        raise MethodNotAllowed(router._not_allowed(rtype, interaction))
-    router._check_scope(req, rtype, interaction)
 
 
 def _write_entry(req: FhirRequest, result: WriteResult) -> dict[str, Any]:
@@ -267,6 +271,4 @@ def _write_entry(req: FhirRequest, result: WriteResult) -> dict[str, Any]:
 
 
 def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    import uuid
-
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": kind, "entry": entries}

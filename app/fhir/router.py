@@ -8,20 +8,14 @@ the role rules the services apply.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl
 
-from app.auth.scopes import scope_allows
 from app.cds.engine import CdsEngine
 from app.db import Database
-from app.domain.clock import format_instant, utcnow
 from app.domain.lifecycle import Action
-from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
-    Forbidden,
     Issue,
     MethodNotAllowed,
     ResourceNotFound,
@@ -29,6 +23,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.fhir import capability
+from app.fhir.bundles import BundleServices, process_bundle
 from app.fhir.http import (
     FhirRequest,
     FhirResponse,
@@ -39,12 +34,17 @@ from app.fhir.http import (
     prefer,
     resource_headers,
 )
+from app.fhir.interactions import check_scope, not_allowed_message
 from app.fhir.outcomes import informational
-from app.services.fulfilment import Fulfilment
+from app.fhir.params import acknowledge_params, int_param, provenance_reason
+from app.fhir.plan_apply import apply_parameters, check_written_scopes
+from app.fhir.searchset import history_bundle, searchset
+from app.services.order_sets import OrderSetService
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
 from app.services.unit_of_work import UnitOfWork
-from app.store import SearchPage, StoredResource
+from app.services.writes import ResourceWrites
+from app.store import StoredResource
 from app.store.search.query import MAX_COUNT, SearchQuery, parse_search
 
 Handler = Callable[[FhirRequest], FhirResponse]
@@ -62,6 +62,9 @@ class FhirRouter:
         assert req.principal is not None
         return UnitOfWork(self.database, req.principal, read_only=req.method == "GET")
 
+    def _writes(self, uow: UnitOfWork) -> ResourceWrites:
+        return ResourceWrites(uow, self.engine)
+
     # ------------------------------------------------------------------ dispatch
     def handle(self, req: FhirRequest) -> FhirResponse:
         negotiate(req)
@@ -72,9 +75,12 @@ class FhirRouter:
             return FhirResponse(200, capability.load().statement)
         if not seg:
             if method == "POST":
-                from app.fhir.bundles import process_bundle
-
-                return process_bundle(self, req)
+                return process_bundle(
+                    BundleServices(
+                        self.uow, lambda uow: ResourceWrites(uow, self.engine), self.handle
+                    ),
+                    req,
+                )
             raise MethodNotAllowed("Only batch/transaction (POST) is supported at the base")
         rtype = seg[0]
         if rtype == "OperationDefinition":
@@ -88,8 +94,8 @@ class FhirRouter:
             return self._operation(req, cap.operations)
         interaction, handler = self._route(req)
         if interaction not in cap.interactions:
-            raise MethodNotAllowed(self._not_allowed(rtype, interaction))
-        self._check_scope(req, rtype, interaction)
+            raise MethodNotAllowed(not_allowed_message(rtype, interaction))
+        check_scope(req.principal, rtype, interaction)
         return handler(req)
 
     def _operation(self, req: FhirRequest, advertised: frozenset[str]) -> FhirResponse:
@@ -103,7 +109,7 @@ class FhirRouter:
             raise RouteNotFound(f"Operation ${name} is not supported on {rtype}")
         if req.method != "POST":
             raise MethodNotAllowed(f"${name} takes POST")
-        self._check_scope(req, rtype, "update")
+        check_scope(req.principal, rtype, "update")
         return handlers[name](req)
 
     def operation_definition(self, req: FhirRequest) -> FhirResponse:
@@ -148,26 +154,6 @@ class FhirRouter:
         refused even if a CapabilityStatement edit were to advertise them."""
         raise MethodNotAllowed(f"{req.method} is not implemented on this path")
 
-    @staticmethod
-    def _not_allowed(rtype: str, interaction: str) -> str:
-        if interaction == "delete":
-            return (
-                f"Resources are never deleted. To withdraw a {rtype}, update its status to "
-                "entered-in-error (or cancel it)."
-            )
-        return f"{interaction} is not supported for {rtype}"
-
-    @staticmethod
-    def _check_scope(req: FhirRequest, rtype: str, interaction: str) -> None:
-        action = {"search-type": "search", "create": "create", "update": "update"}.get(
-            interaction, "read"
-        )
-        assert req.principal is not None
-        if not scope_allows(
-            req.principal.scopes, rtype, action, req.principal.patient_id is not None
-        ):
-            raise Forbidden(f"The token's scopes do not allow {action} on {rtype}")
-
     # ------------------------------------------------------------------ reads
     def read(self, req: FhirRequest) -> FhirResponse:
         rtype, rid = req.segments[0], req.segments[1]
@@ -183,49 +169,24 @@ class FhirRouter:
 
     def history(self, req: FhirRequest) -> FhirResponse:
         rtype, rid = req.segments[0], req.segments[1]
-        count = _int_param(req, "_count", 20, MAX_COUNT)
+        count = int_param(req, "_count", 20, MAX_COUNT)
         before_raw = req.param("_before")
-        before = _int_param(req, "_before", 0, 2**31) if before_raw else None
+        before = int_param(req, "_before", 0, 2**31) if before_raw else None
         with self.uow(req) as uow:
             versions, total = ResourceService(uow).history(rtype, rid, count=count, before=before)
-        base = f"{req.base_url}/{rtype}/{rid}/_history"
-        links = [
-            {"relation": "self", "url": f"{base}?{urlencode(req.params)}" if req.params else base}
-        ]
-        if versions and versions[-1].version_id > 1:
-            nxt = urlencode({"_count": count, "_before": versions[-1].version_id})
-            links.append({"relation": "next", "url": f"{base}?{nxt}"})
-        entries = [
-            {
-                "fullUrl": f"{req.base_url}/{rtype}/{rid}",
-                "resource": v.content,
-                "request": {
-                    "method": "POST" if v.version_id == 1 else "PUT",
-                    "url": f"{rtype}/{rid}" if v.version_id > 1 else rtype,
-                },
-                "response": {
-                    "status": "201 Created" if v.version_id == 1 else "200 OK",
-                    "etag": f'W/"{v.version_id}"',
-                    "lastModified": format_instant(v.last_updated),
-                },
-            }
-            for v in versions
-        ]
-        return FhirResponse(200, _bundle("history", total, links, entries))
+        return FhirResponse(200, history_bundle(req, rtype, rid, versions, total, count))
 
     def search(self, req: FhirRequest) -> FhirResponse:
         rtype = req.segments[0]
         params = list(req.params)
         if req.method == "POST" and req.body:
-            from urllib.parse import parse_qsl
-
             params += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
         strict = prefer(req).get("handling") == "strict"
         query = parse_search(rtype, params, strict=strict)
         self._check_includes(req, query)
         with self.uow(req) as uow:
             page = ResourceService(uow).search(query)
-        return FhirResponse(200, self._searchset(req, query, page))
+        return FhirResponse(200, searchset(req, query, page))
 
     def _check_includes(self, req: FhirRequest, query: SearchQuery) -> None:
         cap = capability.load().types[query.resource_type]
@@ -241,129 +202,26 @@ class FhirRouter:
                     f"_revinclude={inc.source_type}:{inc.param} not supported",
                     issues=[Issue("unsupported _revinclude", "_revinclude")],
                 )
-            self._check_scope(req, inc.source_type, "search-type")
-
-    def _searchset(self, req: FhirRequest, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
-        base = f"{req.base_url}/{query.resource_type}"
-        shape = [
-            (k, v)
-            for k, v in req.params
-            if k in ("_count", "_sort", "_include", "_revinclude", "_elements", "_total")
-        ]
-        if query.summary_count:
-            shape.append(("_summary", "count"))
-        keep = query.echo + shape
-
-        def link(relation: str, extra: list[tuple[str, str]]) -> dict[str, str]:
-            qs = urlencode(keep + extra)
-            return {"relation": relation, "url": f"{base}?{qs}" if qs else base}
-
-        links = [link("self", [("_cursor", query.cursor.encode())] if query.cursor else [])]
-        if page.next_cursor:
-            links.append(link("next", [("_cursor", page.next_cursor.encode())]))
-        if page.prev_cursor:
-            links.append(link("previous", [("_cursor", page.prev_cursor.encode())]))
-        entries: list[dict[str, Any]] = [
-            {
-                "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
-                "resource": apply_elements(r.content, query.elements) if query.elements else r.json,
-                "search": {"mode": "match"},
-            }
-            for r in page.resources
-        ]
-        assert req.principal is not None
-        scopes = req.principal.scopes
-        entries += [
-            {
-                "fullUrl": f"{req.base_url}/{r.resource_type}/{r.id}",
-                "resource": r.json,
-                "search": {"mode": "include"},
-            }
-            for r in page.included
-            # SMART scopes narrow includes too: a type the token may not read is left out.
-            if scope_allows(scopes, r.resource_type, "read", req.principal.patient_id is not None)
-        ]
-        if query.warnings:
-            entries.append(
-                {
-                    "resource": informational("Search completed with warnings", query.warnings),
-                    "search": {"mode": "outcome"},
-                }
-            )
-        return _bundle("searchset", page.total, links, entries)
+            check_scope(req.principal, inc.source_type, "search-type")
 
     # ------------------------------------------------------------------ writes
     def create(self, req: FhirRequest) -> FhirResponse:
         rtype = req.segments[0]
         body = parse_json(req.body)
         condition = req.header("if-none-exist")
-        reason = _provenance_reason(req)
+        reason = provenance_reason(req)
         with self.uow(req) as uow:
-            result = self.create_in(uow, rtype, body, condition=condition, reason=reason)
+            result = self._writes(uow).create(rtype, body, condition=condition, reason=reason)
         return self._written(req, result)
 
     def update(self, req: FhirRequest) -> FhirResponse:
         rtype, rid = req.segments[0], req.segments[1]
         body = parse_json(req.body)
         version = if_match(req)
-        reason = _provenance_reason(req)
+        reason = provenance_reason(req)
         with self.uow(req) as uow:
-            result = self.put_in(uow, rtype, rid, body, version, reason)
+            result = self._writes(uow).put(rtype, rid, body, if_match=version, reason=reason)
         return self._written(req, result)
-
-    def create_in(
-        self,
-        uow: UnitOfWork,
-        rtype: str,
-        body: Any,
-        *,
-        condition: str | None = None,
-        reason: str | None = None,
-        rid: str | None = None,
-    ) -> WriteResult:
-        """Create (optionally conditional); orders go through the order workflow (CDS gate).
-
-        Shared by single requests and Bundle entries, so a Bundle cannot bypass the checks.
-        """
-        service = ResourceService(uow)
-        create_fn = self._order_creator(uow, reason) if rtype in ORDER_RESOURCE_TYPES else None
-        if condition:
-            return service.conditional_create(
-                rtype, body, condition, rid=rid, reason=reason, create_fn=create_fn
-            )
-        if create_fn is not None:
-            return WriteResult(create_fn(rtype, body, rid), created=True)
-        return WriteResult(service.create(rtype, body, rid=rid, reason=reason), created=True)
-
-    def _order_creator(
-        self, uow: UnitOfWork, reason: str | None
-    ) -> Callable[[str, Any, str | None], StoredResource]:
-        orders = OrderService(uow, self.engine)
-
-        def create(rtype: str, doc: Any, rid: str | None) -> StoredResource:
-            return orders.create(rtype, doc, rid=rid, reason=reason).order
-
-        return create
-
-    def put_in(
-        self,
-        uow: UnitOfWork,
-        rtype: str,
-        rid: str,
-        body: Any,
-        version: int | None,
-        reason: str | None,
-    ) -> WriteResult:
-        """Orders and Tasks go through the order workflow; everything else is a plain update."""
-        if rtype in ORDER_RESOURCE_TYPES:
-            result, created = OrderService(uow, self.engine).put_order(
-                rtype, rid, body, if_match=version, reason=reason
-            )
-            return WriteResult(result.order, created=created)
-        if rtype == "Task" and uow.repo.read("Task", rid) is not None:
-            task = Fulfilment(uow).update_task(rid, body, if_match=version, reason=reason)
-            return WriteResult(task, created=False)
-        return ResourceService(uow).update(rtype, rid, body, if_match=version, reason=reason)
 
     # ------------------------------------------------------------------ operations
     def activate(self, req: FhirRequest) -> FhirResponse:
@@ -376,14 +234,14 @@ class FhirRouter:
                 rid,
                 Action.ACTIVATE,
                 expected_version=version,
-                reason=_provenance_reason(req),
+                reason=provenance_reason(req),
             )
         return self._resource(req, result.order, 200)
 
     def acknowledge(self, req: FhirRequest) -> FhirResponse:
         """`POST [type]/[id]/$acknowledge` with Parameters(alert, reason) and If-Match."""
         rtype, rid = req.segments[0], req.segments[1]
-        alert_id, reason = _acknowledge_params(parse_json(req.body))
+        alert_id, reason = acknowledge_params(parse_json(req.body))
         version = if_match(req)
         with self.uow(req) as uow:
             result = OrderService(uow, self.engine).acknowledge(
@@ -394,9 +252,6 @@ class FhirRouter:
     def apply(self, req: FhirRequest) -> FhirResponse:
         """`POST PlanDefinition/[id]/$apply` with Parameters(subject, encounter): stores the
         draft orders and a RequestGroup, returns the CarePlan (app/services/order_sets.py)."""
-        from app.fhir.plan_apply import apply_parameters, check_written_scopes
-        from app.services.order_sets import OrderSetService
-
         params = apply_parameters(parse_json(req.body))
         assert req.principal is not None
         with self.uow(req) as uow:
@@ -405,7 +260,7 @@ class FhirRouter:
                 patient_id=params.patient_id,
                 encounter_id=params.encounter_id,
                 practitioner=params.practitioner,
-                reason=_provenance_reason(req),
+                reason=provenance_reason(req),
             )
             check_written_scopes(req.principal, result)
         return FhirResponse(200, result.care_plan)
@@ -436,91 +291,3 @@ class FhirRouter:
             verb = "Created" if status == 201 else "Updated" if req.method == "PUT" else "Found"
             return FhirResponse(status, informational(f"{verb} {res.versioned_reference}"), headers)
         return FhirResponse(status, res.content, headers)
-
-
-def _bundle(
-    kind: str, total: int | None, links: list[dict[str, str]], entries: list[dict[str, Any]]
-) -> dict[str, Any]:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": format_instant(utcnow())},
-        "type": kind,
-    }
-    if total is not None:
-        bundle["total"] = total
-    bundle["link"] = links
-    if entries:
-        bundle["entry"] = entries
-    return bundle
-
-
-def _int_param(req: FhirRequest, name: str, default: int, maximum: int) -> int:
-    raw = req.param(name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise ValidationFailed(
-            f"{name} must be a non-negative integer", issues=[Issue("not an integer", name)]
-        )
-    return min(int(raw), maximum)
-
-
-def _acknowledge_params(body: Any) -> tuple[str, str]:
-    """Read `alert` (Reference or id) and `reason` from a Parameters resource."""
-    params = body.get("parameter") if isinstance(body, dict) else None
-    if (
-        not isinstance(body, dict)
-        or body.get("resourceType") != "Parameters"
-        or not isinstance(params, list)
-    ):
-        raise ValidationFailed(
-            "Expected a Parameters resource",
-            issues=[Issue("Expected a Parameters resource", "Parameters")],
-        )
-    values: dict[str, str] = {}
-    for p in params:
-        if not isinstance(p, dict):
-            continue
-        name = p.get("name")
-        ref = (
-            (p.get("valueReference") or {}).get("reference")
-            if isinstance(p.get("valueReference"), dict)
-            else None
-        )
-        value = ref or p.get("valueString") or p.get("valueId")
-        if isinstance(name, str) and isinstance(value, str):
-            values[name] = value
-    problems = [
-        Issue(f"{n} is required", f"Parameters.parameter[{n}]")
-        for n in ("alert", "reason")
-        if not values.get(n, "").strip()
-    ]
-    if problems:
-        raise ValidationFailed("alert and reason are required", issues=problems)
-    return values["alert"].removeprefix("DetectedIssue/"), values["reason"]
-
-
-def _provenance_reason(req: FhirRequest) -> str | None:
-    """The reason from an `X-Provenance` header, if the client sent one.
-
-    See: https://hl7.org/fhir/R4/provenance.html#header
-    """
-    raw = req.header("x-provenance")
-    if not raw:
-        return None
-    prov = parse_json(raw.encode())
-    if not isinstance(prov, dict):
-        return None
-    reasons = prov.get("reason") or []
-    texts = [
-        r.get("text")
-        or next((c.get("display") or c.get("code") for c in r.get("coding", [])), None)
-        for r in reasons
-        if isinstance(r, dict)
-    ]
-    text = "; ".join(t for t in texts if t)
-    return text or None
-
-
-__all__ = ["FhirRouter", "ResourceNotFound"]

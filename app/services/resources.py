@@ -15,7 +15,7 @@ from typing import Any
 
 from app.domain import access
 from app.domain.fhir_models import validate_resource
-from app.domain.ids import is_valid_fhir_id, new_id
+from app.domain.ids import new_id
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
     Issue,
@@ -226,16 +226,12 @@ class ResourceService:
         if_match: int | None,
         reason: str | None = None,
     ) -> WriteResult:
-        """PUT: version-aware with If-Match; update-as-create for a new client id.
+        """PUT: version-aware with If-Match; update-as-create for a new client id. The URL id
+        is checked against the body by the caller (app/services/writes.py, every type).
 
         See: https://hl7.org/fhir/R4/http.html#update and #concurrency
         """
         _not_an_order(resource_type)
-        if not is_valid_fhir_id(rid):
-            raise ValidationFailed(f"Invalid id {rid!r}", issues=[Issue("Invalid id", "id")])
-        if isinstance(body, dict) and body.get("id") != rid:
-            msg = f"Resource id {body.get('id')!r} does not match the URL id {rid!r}"
-            raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.id")])
         doc = self._prepare(resource_type, body)
         current = self.uow.repo.read(resource_type, rid, for_update=if_match is None)
         if current is None:

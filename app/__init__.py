@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.settings import Settings
+    from app.settings import Settings  # typing only
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -13,6 +13,11 @@ import click
 from flask import Flask
 from sqlalchemy.engine import make_url
 
+from app import create_app, demo
+from app.auth.devkeys import mint_token
+from app.db import make_engine
+from app.migrate import upgrade
+from app.runtime import get_runtime
 from app.settings import ConfigurationError, Settings
 
 DEMO_TENANT = "demo"
@@ -64,16 +69,12 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
                     self.cfg.set(key, value)
 
         def load(self) -> Flask:
-            from app import create_app
-
             return create_app()
 
     OrdersApplication().run()
 
 
 def _migrate(settings: Settings) -> None:
-    from app.db import make_engine
-    from app.migrate import upgrade
 
     engine = make_engine(settings)
     try:
@@ -85,8 +86,6 @@ def _migrate(settings: Settings) -> None:
 
 def _seed(settings: Settings) -> None:
     """Seed inside an application context, so services that use `get_runtime()` work."""
-    from app import create_app, demo
-    from app.runtime import get_runtime
 
     app = create_app(settings)
     with app.app_context():
@@ -104,8 +103,6 @@ def _mint(settings: Settings, **claims: Any) -> str:
             "development tokens are available only in development mode; OIDC_ISSUER, "
             "OIDC_AUDIENCE and OIDC_JWKS_URL are set, so get a token from that identity provider"
         )
-    from app.auth.devkeys import mint_token
-
     return mint_token(settings, **claims)
 
 

@@ -17,12 +17,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.auth._jose import JsonWebKey, JsonWebSignature, RSAKey
-
-if TYPE_CHECKING:
-    from app.settings import Settings
+from app.settings import Settings
 
 KEY_FILE = "dev-signing-key.json"
 DEV_ALG = "RS256"

@@ -21,7 +21,8 @@ from app.domain import access
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import CdsAlertNotFound, Issue, PrefetchUnavailable, ValidationFailed
 from app.services import alerts as alert_store
-from app.services.orders import COUNTS_AT_CREATE, COUNTS_AT_SIGN, OrderService
+from app.services.order_creation import COUNTS_AT_CREATE, COUNTS_AT_SIGN
+from app.services.orders import OrderService
 from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
 from app.store.search.extract import parse_reference

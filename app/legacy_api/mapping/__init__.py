@@ -23,11 +23,16 @@ Elements every order shares (legacy → FHIR):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from app.domain.ids import from_legacy, to_legacy
-from app.domain.order_types import ORDER_TYPES, SNOMED, OrderType, order_type_of
+from app.domain.order_types import (
+    ORDER_RESOURCE_TYPES,
+    ORDER_TYPES,
+    SNOMED,
+    OrderType,
+    order_type_of,
+)
 from app.legacy_api.mapping import diet, medication, service
 from app.legacy_api.mapping.common import (
     CLIENT_MUTATION_SYSTEM,
@@ -35,17 +40,15 @@ from app.legacy_api.mapping.common import (
     FHIR_STATUSES,
     JSON,
     HistoryEntry,
-    add_ext,
     alert_to_legacy,
     ext_value,
     first_coding,
     history_entries,
     legacy_id_of,
     legacy_status,
-    now_instant,
     parse_frequency,
-    reference,
 )
+from app.legacy_api.mapping.create import order_to_fhir, resource_type_of
 from app.legacy_api.mapping.order_set import (
     has_order_type,
     instantiate_payloads,
@@ -94,53 +97,6 @@ DATE_PARAM = {
     "ServiceRequest": "authored",
     "NutritionOrder": "datetime",
 }
-_ORDER_RESOURCE_TYPES = ("MedicationRequest", "ServiceRequest", "NutritionOrder")
-
-
-# ---------------------------------------------------------------- legacy → FHIR
-def resource_type_of(order_type: str) -> str:
-    """The FHIR resource type that stores a legacy `orderType`."""
-    return ORDER_TYPES[order_type].resource_type
-
-
-def order_to_fhir(
-    payload: Mapping[str, Any], *, now: datetime | str, rid: str | None = None
-) -> JSON:
-    """A validated legacy create payload (or order-set template, without patient) → the
-    draft FHIR order to hand to `OrderService.create`. Pure: no storage, no CDS."""
-    otype = ORDER_TYPES[payload["orderType"]]
-    rtype = otype.resource_type
-    base: JSON = {"resourceType": rtype}
-    if rid is not None:
-        base["id"] = rid
-    if payload.get("orderType") != otype.name:
-        add_ext(base, "orderType", payload["orderType"])
-    if payload.get("clientMutationId") is not None:
-        base["identifier"] = [
-            {"system": CLIENT_MUTATION_SYSTEM, "value": payload["clientMutationId"]}
-        ]
-    base["status"] = "draft"
-    base["intent"] = "order"
-    if payload.get("patientId") is not None:
-        key = "patient" if rtype == "NutritionOrder" else "subject"
-        base[key] = reference("Patient", payload["patientId"])
-    if payload.get("encounterId") is not None:
-        base["encounter"] = reference("Encounter", payload["encounterId"])
-    if rtype == "NutritionOrder":
-        base["dateTime"] = now_instant(now)
-        if payload.get("priority") is not None:
-            add_ext(base, "priority", payload["priority"])
-    else:
-        base["authoredOn"] = now_instant(now)
-        if payload.get("priority") is not None:
-            base["priority"] = payload["priority"]
-    if payload.get("notes") is not None:
-        base["note"] = [{"text": payload["notes"]}]
-    if rtype == "MedicationRequest":
-        return medication.to_fhir(payload, base)
-    if rtype == "NutritionOrder":
-        return diet.to_fhir(payload, base)
-    return service.to_fhir(payload, base, otype)
 
 
 # ---------------------------------------------------------------- FHIR → legacy
@@ -291,7 +247,7 @@ def order_searches(query: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, 
         types = [ORDER_TYPES[order_type]]
         rtypes = [types[0].resource_type]
     else:
-        rtypes = list(_ORDER_RESOURCE_TYPES)
+        rtypes = list(ORDER_RESOURCE_TYPES)
     out: list[tuple[str, list[tuple[str, str]]]] = []
     for rtype in rtypes:
         params: list[tuple[str, str]] = []

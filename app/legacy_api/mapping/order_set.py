@@ -35,6 +35,7 @@ from app.legacy_api.mapping.common import (
     parse_frequency,
     to_concept,
 )
+from app.legacy_api.mapping.create import order_to_fhir
 
 PLAN_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 #: Template fields whose value is a list (one extension per item).
@@ -234,8 +235,6 @@ def legacy_request_builder(
     payload["patientId"] = legacy_id_of(patient)
     if encounter is not None:
         payload["encounterId"] = legacy_id_of(encounter)
-    from app.legacy_api.mapping import order_to_fhir  # the package imports this module
-
     doc = order_to_fhir(payload, now=authored)
     if requester is not None and doc["resourceType"] == "MedicationRequest":
         doc["requester"] = dict(requester)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-CAPABILITY_DIR = Path(__file__).resolve().parents[2] / "capability"
+from app.conformance import CAPABILITY_DIR
 
 
 @dataclass(frozen=True)

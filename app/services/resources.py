@@ -8,10 +8,12 @@ the caller's unit of work.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from app.domain import access
 from app.domain.fhir_models import validate_resource
@@ -211,8 +213,8 @@ class ResourceService:
         return WriteResult(stored, created=True)
 
     def _single_match(self, query: SearchQuery) -> StoredResource | None:
-        query.count, query.with_total = 2, False
-        page = self.uow.repo.search(query)
+        """0 or 1 match (2 fetched to tell "more than one"); the caller's query is untouched."""
+        page = self.uow.repo.search(dataclasses.replace(query, count=2, with_total=False))
         if len(page.resources) > 1:
             raise MultipleMatches("The condition matches more than one resource")
         return page.resources[0] if page.resources else None
@@ -258,8 +260,6 @@ class ResourceService:
 
 
 def _condition(resource_type: str, if_none_exist: str) -> SearchQuery:
-    from urllib.parse import parse_qsl
-
     text = if_none_exist.split("?", 1)[-1]
     pairs = parse_qsl(text, keep_blank_values=True)
     if not pairs:

@@ -5,6 +5,7 @@ cached per shape; anything that needs the index tables is composed per call.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from datetime import datetime
@@ -79,9 +80,9 @@ class ResourceSearch(StoreConnection):
 
     def search_all(self, query: SearchQuery, *, page_size: int = 1000) -> list[StoredResource]:
         """Every match, following keyset pages to the end: for checks that must see all of
-        a patient's orders (decision support), where a page cap would hide some."""
-        query.with_total = False
-        query.count = page_size
+        a patient's orders (decision support), where a page cap would hide some. The
+        caller's query is left as it was (paging works on a copy)."""
+        query = dataclasses.replace(query, with_total=False, count=page_size, cursor=None)
         found: list[StoredResource] = []
         while True:
             page = self.search(query)

@@ -7,12 +7,13 @@ document is data in `capability/`; this view only serves its bytes.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from flask import Blueprint, Response
 
+from app.conformance import CAPABILITY_DIR
+
 bp = Blueprint("legacy_openapi", __name__)
-DOCUMENT = Path(__file__).resolve().parents[3] / "capability" / "openapi-v1.json"
+DOCUMENT = CAPABILITY_DIR / "openapi-v1.json"
 
 
 @cache

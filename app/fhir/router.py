@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from app.auth import Principal
 from app.cds.engine import CdsEngine
 from app.db import Database
 from app.domain.lifecycle import Action
@@ -50,20 +52,42 @@ from app.store.search.query import MAX_COUNT, SearchQuery, parse_search
 Handler = Callable[[FhirRequest], FhirResponse]
 
 
+@dataclass(frozen=True)
+class FhirServices:
+    """The service layer as the router uses it, one factory per use case. The FHIR routes
+    pass the real ones (`FhirServices.over`); unit tests pass fakes, so the router's own
+    rules (routing, advertised interactions, scopes, rendering) are tested without storage.
+    """
+
+    open_uow: Callable[[Principal, bool], AbstractContextManager[UnitOfWork]]
+    resources: Callable[[UnitOfWork], ResourceService]
+    writes: Callable[[UnitOfWork], ResourceWrites]
+    orders: Callable[[UnitOfWork], OrderService]
+    order_sets: Callable[[UnitOfWork], OrderSetService]
+
+    @classmethod
+    def over(cls, database: Database, engine: CdsEngine) -> FhirServices:
+        return cls(
+            open_uow=lambda principal, read_only: UnitOfWork(
+                database, principal, read_only=read_only
+            ),
+            resources=ResourceService,
+            writes=lambda uow: ResourceWrites(uow, engine),
+            orders=lambda uow: OrderService(uow, engine),
+            order_sets=lambda uow: OrderSetService(uow, engine),
+        )
+
+
 class FhirRouter:
-    def __init__(self, database: Database, engine: CdsEngine) -> None:
-        self.database = database
-        self.engine = engine
+    def __init__(self, services: FhirServices) -> None:
+        self.services = services
 
     def uow(self, req: FhirRequest) -> AbstractContextManager[UnitOfWork]:
         """A new unit of work, or the enclosing transaction's for a Bundle's GET entry."""
         if req.uow is not None:
             return nullcontext(req.uow)
         assert req.principal is not None
-        return UnitOfWork(self.database, req.principal, read_only=req.method == "GET")
-
-    def _writes(self, uow: UnitOfWork) -> ResourceWrites:
-        return ResourceWrites(uow, self.engine)
+        return self.services.open_uow(req.principal, req.method == "GET")
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, req: FhirRequest) -> FhirResponse:
@@ -75,12 +99,8 @@ class FhirRouter:
             return FhirResponse(200, capability.load().statement)
         if not seg:
             if method == "POST":
-                return process_bundle(
-                    BundleServices(
-                        self.uow, lambda uow: ResourceWrites(uow, self.engine), self.handle
-                    ),
-                    req,
-                )
+                bundle_services = BundleServices(self.uow, self.services.writes, self.handle)
+                return process_bundle(bundle_services, req)
             raise MethodNotAllowed("Only batch/transaction (POST) is supported at the base")
         rtype = seg[0]
         if rtype == "OperationDefinition":
@@ -158,13 +178,13 @@ class FhirRouter:
     def read(self, req: FhirRequest) -> FhirResponse:
         rtype, rid = req.segments[0], req.segments[1]
         with self.uow(req) as uow:
-            found = ResourceService(uow).read(rtype, rid)
+            found = self.services.resources(uow).read(rtype, rid)
         return self._resource(req, found, 200)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         rtype, rid, _h, vid = req.segments
         with self.uow(req) as uow:
-            found = ResourceService(uow).vread(rtype, rid, vid)
+            found = self.services.resources(uow).vread(rtype, rid, vid)
         return self._resource(req, found, 200)
 
     def history(self, req: FhirRequest) -> FhirResponse:
@@ -173,7 +193,9 @@ class FhirRouter:
         before_raw = req.param("_before")
         before = int_param(req, "_before", 0, 2**31) if before_raw else None
         with self.uow(req) as uow:
-            versions, total = ResourceService(uow).history(rtype, rid, count=count, before=before)
+            versions, total = self.services.resources(uow).history(
+                rtype, rid, count=count, before=before
+            )
         return FhirResponse(200, history_bundle(req, rtype, rid, versions, total, count))
 
     def search(self, req: FhirRequest) -> FhirResponse:
@@ -185,7 +207,7 @@ class FhirRouter:
         query = parse_search(rtype, params, strict=strict)
         self._check_includes(req, query)
         with self.uow(req) as uow:
-            page = ResourceService(uow).search(query)
+            page = self.services.resources(uow).search(query)
         return FhirResponse(200, searchset(req, query, page))
 
     def _check_includes(self, req: FhirRequest, query: SearchQuery) -> None:
@@ -211,7 +233,9 @@ class FhirRouter:
         condition = req.header("if-none-exist")
         reason = provenance_reason(req)
         with self.uow(req) as uow:
-            result = self._writes(uow).create(rtype, body, condition=condition, reason=reason)
+            result = self.services.writes(uow).create(
+                rtype, body, condition=condition, reason=reason
+            )
         return self._written(req, result)
 
     def update(self, req: FhirRequest) -> FhirResponse:
@@ -220,7 +244,9 @@ class FhirRouter:
         version = if_match(req)
         reason = provenance_reason(req)
         with self.uow(req) as uow:
-            result = self._writes(uow).put(rtype, rid, body, if_match=version, reason=reason)
+            result = self.services.writes(uow).put(
+                rtype, rid, body, if_match=version, reason=reason
+            )
         return self._written(req, result)
 
     # ------------------------------------------------------------------ operations
@@ -229,7 +255,7 @@ class FhirRouter:
         rtype, rid = req.segments[0], req.segments[1]
         version = if_match(req)
         with self.uow(req) as uow:
-            result = OrderService(uow, self.engine).transition(
+            result = self.services.orders(uow).transition(
                 rtype,
                 rid,
                 Action.ACTIVATE,
@@ -244,7 +270,7 @@ class FhirRouter:
         alert_id, reason = acknowledge_params(parse_json(req.body))
         version = if_match(req)
         with self.uow(req) as uow:
-            result = OrderService(uow, self.engine).acknowledge(
+            result = self.services.orders(uow).acknowledge(
                 rtype, rid, alert_id, reason, expected_version=version
             )
         return self._resource(req, result.order, 200)
@@ -255,7 +281,7 @@ class FhirRouter:
         params = apply_parameters(parse_json(req.body))
         assert req.principal is not None
         with self.uow(req) as uow:
-            result = OrderSetService(uow, self.engine).apply(
+            result = self.services.order_sets(uow).apply(
                 req.segments[1],
                 patient_id=params.patient_id,
                 encounter_id=params.encounter_id,

@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, request
 from app.errors import AppError
 from app.fhir.http import FHIR_JSON, FhirRequest, FhirResponse
 from app.fhir.outcomes import operation_outcome, status_for
-from app.fhir.router import FhirRouter
+from app.fhir.router import FhirRouter, FhirServices
 from app.runtime import get_runtime
 from app.web.errors import register_face
 
@@ -57,7 +57,7 @@ def dispatch(subpath: str) -> Response:
         fhir_req.principal = runtime.authenticator.authenticate(
             request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
         )
-    router = FhirRouter(runtime.database, runtime.cds)
+    router = FhirRouter(FhirServices.over(runtime.database, runtime.cds))
     return _render(router.handle(fhir_req))
 
 

@@ -190,6 +190,14 @@ class CdsAlertNotFound(AppError):
     fhir_code = "not-found"
 
 
+class CdsServiceNotFound(AppError):
+    """`POST /cds-services/{id}` for a service the discovery document does not list."""
+
+    code = "CDS_SERVICE_NOT_FOUND"
+    status = 404
+    fhir_code = "not-found"
+
+
 class CdsHardStop(AppError):
     """A hard-stop alert blocks the order. Alerts found while checking are kept (DESIGN §6)."""
 

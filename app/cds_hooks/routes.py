@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Flask, Response, request
 
+from app.auth import Principal
 from app.errors import Issue, ValidationFailed
 from app.runtime import get_runtime
 from app.services import decision_support
@@ -23,12 +24,14 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _uow() -> UnitOfWork:
-    runtime = get_runtime()
-    principal = runtime.authenticator.authenticate(
+def _principal() -> Principal:
+    return get_runtime().authenticator.authenticate(
         request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
     )
-    return UnitOfWork(runtime.database, principal)
+
+
+def _uow() -> UnitOfWork:
+    return UnitOfWork(get_runtime().database, _principal())
 
 
 def _body() -> object:
@@ -40,8 +43,9 @@ def _body() -> object:
 
 @bp.get("")
 def discovery() -> Response:
-    with _uow():
-        return _json(decision_support.discovery())
+    """Authenticated like every call, but static: no unit of work, no database."""
+    _principal()
+    return _json(decision_support.discovery())
 
 
 @bp.post("/<service_id>")

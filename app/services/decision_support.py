@@ -19,7 +19,13 @@ from app.cds.context import Hook, OrderContext
 from app.cds.engine import SERVICES, CdsEngine
 from app.domain import access
 from app.domain.order_types import ORDER_RESOURCE_TYPES
-from app.errors import CdsAlertNotFound, Issue, PrefetchUnavailable, ValidationFailed
+from app.errors import (
+    CdsAlertNotFound,
+    CdsServiceNotFound,
+    Issue,
+    PrefetchUnavailable,
+    ValidationFailed,
+)
 from app.services import alerts as alert_store
 from app.services.order_creation import COUNTS_AT_CREATE, COUNTS_AT_SIGN
 from app.services.orders import OrderService
@@ -44,7 +50,7 @@ def _service(service_id: str) -> dict[str, Any]:
     for s in SERVICES:
         if s["id"] == service_id:
             return dict(s)
-    raise CdsAlertNotFound(f"No CDS service {service_id!r}")
+    raise CdsServiceNotFound(f"No CDS service {service_id!r}")
 
 
 def card_uuid(alert_id: str) -> str:

@@ -1,4 +1,5 @@
-"""Engine and connections. Built by `init_app`, never at import time.
+"""Engine and connections. Built by `Runtime.build` (app/runtime.py) when the app factory
+runs, never at import time.
 
 Units of work run on plain Core connections (not an ORM Session): the repository issues Core
 statements only, and the Session's state machine around each one was a measurable share of

@@ -19,157 +19,34 @@ Decisions (DESIGN: "every field optional unless the seed shows it"):
 from __future__ import annotations
 
 import functools
-import math
-import re
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.domain.clock import parse_range
-from app.domain.ids import from_legacy, is_valid_fhir_id
 from app.errors import Issue, ValidationFailed
-from app.legacy_api.mapping.common import DETAIL_BLOCKS, frequency_problem
+from app.legacy_api.fields import (
+    DateTimeText,
+    FrequencyText,
+    LegacyId,
+    ReadOnly,
+    StrictBoolean,
+    StrictNumber,
+    Text,
+    int_field,
+    priority_field,
+)
+from app.legacy_api.mapping.common import DETAIL_BLOCKS
 
 ORDER_TYPE_NAMES = tuple(DETAIL_BLOCKS)
-PRIORITIES = ("routine", "urgent", "asap", "stat")
 LEGACY_STATUSES = ("draft", "active", "on-hold", "completed", "cancelled", "entered-in-error")
 ALL_BLOCKS = tuple(dict.fromkeys(DETAIL_BLOCKS.values()))
 MAX_BATCH = 100
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
-READ_ONLY = "is read-only: the service sets it; remove it from the request"
-
-_LEGACY_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-_DATE_TIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?$"
-)
 
 
-# ---------------------------------------------------------------- strict fields
-class Text(fields.String):
-    """A JSON string with at least one non-space character, at most `max_length` long."""
-
-    def __init__(self, *, max_length: int = 1000, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_length = max_length
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if not text.strip():
-            raise ValidationError("must not be blank")
-        if "\x00" in text:
-            raise ValidationError("must not contain NUL characters")
-        if len(text) > self.max_length:
-            raise ValidationError(f"must be at most {self.max_length} characters")
-        return text
-
-
-class LegacyId(Text):
-    """A legacy id (`pat_01J…`): one that maps to a valid FHIR id (DESIGN §4)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=64, **kwargs)
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if not _LEGACY_ID.fullmatch(text) or not is_valid_fhir_id(from_legacy(text)):
-            raise ValidationError("is not a valid id (letters, digits, '.', '-', '_'; 1-64)")
-        return text
-
-
-class DateTimeText(Text):
-    """An RFC 3339 date-time with offset (`2026-04-18T09:00:00Z`) or a full date; kept as
-    the string sent (it is stored as a FHIR dateTime unchanged)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=40, **kwargs)
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            if not _DATE_TIME.match(text):
-                raise ValueError(text)
-            if "T" in text:
-                datetime.fromisoformat(text)
-            else:
-                date.fromisoformat(text)
-            parse_range(text)  # searchable too: no overflow at the calendar's edges
-        except ValueError:
-            raise ValidationError(
-                "must be an RFC 3339 date-time with offset (2026-04-18T09:00:00Z) or a date"
-            ) from None
-        return text
-
-
-class FrequencyText(Text):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=20, **kwargs)
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        problem = frequency_problem(text)
-        if problem is not None:
-            raise ValidationError(problem)
-        return text
-
-
-class StrictBoolean(fields.Field[bool]):
-    """A JSON `true`/`false`; nothing else (no "yes", 1 or "true")."""
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> bool:
-        if not isinstance(value, bool):
-            raise ValidationError("must be a JSON boolean (true or false)")
-        return value
-
-
-class StrictNumber(fields.Field[int | float]):
-    """A finite JSON number, greater than zero (ints stay ints)."""
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> int | float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError("must be a JSON number")
-        if not math.isfinite(value) or value <= 0:
-            raise ValidationError("must be greater than 0")
-        return value
-
-
-class ReadOnly(fields.Field[None]):
-    """A field clients may see but never send."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(error_messages={"null": READ_ONLY}, **kwargs)
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> None:
-        raise ValidationError(READ_ONLY)
-
-
-def _int(*, required: bool = False, minimum: int = 1, maximum: int | None = None) -> fields.Integer:
-    return fields.Integer(
-        strict=True, required=required, validate=validate.Range(min=minimum, max=maximum)
-    )
-
-
-def _priority(**kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.OneOf(PRIORITIES), **kwargs)
-
-
-# ---------------------------------------------------------------- bodies: orders
 class CodeSchema(Schema):
     """`{system, code, display}` (orderCode, medicationCode)."""
 
@@ -184,7 +61,7 @@ class MedicationDetailSchema(Schema):
     doseUnit = Text(max_length=50)
     route = Text(max_length=100)
     frequency = FrequencyText()
-    durationDays = _int(maximum=3650)
+    durationDays = int_field(maximum=3650)
     prn = StrictBoolean()
 
     @validates_schema(skip_on_field_errors=False)
@@ -200,7 +77,7 @@ class MedicationDetailSchema(Schema):
 
 
 class LabDetailSchema(Schema):
-    priority = _priority()
+    priority = priority_field()
     specimenType = Text(max_length=200)
     fastingRequired = StrictBoolean()
     collectionDateTime = DateTimeText()
@@ -222,7 +99,7 @@ class ReferralDetailSchema(Schema):
     referralType = Text(max_length=100)
     referToFacilityId = LegacyId()
     referToSpecialty = Text(max_length=200)
-    urgency = _priority()
+    urgency = priority_field()
     clinicalSummary = Text(max_length=10000)
     referralStatus = ReadOnly()
     scheduledAppointmentId = ReadOnly()
@@ -250,7 +127,7 @@ class OrderFieldsSchema(Schema):
 
     orderType = fields.String(required=True, validate=validate.OneOf(ORDER_TYPE_NAMES))
     orderCode = fields.Nested(CodeSchema, required=True)
-    priority = _priority()
+    priority = priority_field()
     notes = Text(max_length=10000)
     medicationDetail = fields.Nested(MedicationDetailSchema)
     labDetail = fields.Nested(LabDetailSchema)
@@ -317,26 +194,26 @@ class StrictBatchSchema(Schema):
 class ActivateSchema(Schema):
     """`POST /v1/orders/:id/activate`: the seed shows no body; a `version` is checked."""
 
-    version = _int()
+    version = int_field()
 
 
 class AcknowledgeSchema(Schema):
     reason = Text(required=True, max_length=2000)
-    version = _int(required=True)
+    version = int_field(required=True)
 
 
 class ReasonVersionSchema(Schema):
     """Cancel, hold and correction: `{reason, version}`."""
 
     reason = Text(required=True, max_length=2000)
-    version = _int(required=True)
+    version = int_field(required=True)
 
 
 CancelSchema = HoldSchema = CorrectionSchema = ReasonVersionSchema
 
 
 class ResumeSchema(Schema):
-    version = _int(required=True)
+    version = int_field(required=True)
 
 
 # ---------------------------------------------------------------- bodies: order sets
@@ -385,7 +262,7 @@ class OrderListQuerySchema(_PagedQuery):
     encounterId = LegacyId()
     orderType = fields.String(validate=validate.OneOf(ORDER_TYPE_NAMES))
     status = fields.String(validate=validate.OneOf(LEGACY_STATUSES))
-    priority = _priority()
+    priority = priority_field()
 
 
 class OrderSetListQuerySchema(Schema):
@@ -401,7 +278,7 @@ class ReferralListQuerySchema(_PagedQuery):
     patientId = LegacyId()
     referToFacilityId = LegacyId()
     referralStatus = Text(max_length=100)
-    urgency = _priority()
+    urgency = priority_field()
 
 
 # ---------------------------------------------------------------- loading

@@ -72,13 +72,7 @@ class Fulfilment:
 
     def close_tasks(self, order: StoredResource, status: str, reason: str | None) -> None:
         for task in self.tasks_of(order):
-            if task.content.get("status") in (
-                "completed",
-                "cancelled",
-                "entered-in-error",
-                "failed",
-                "rejected",
-            ):
+            if task.content.get("status") in CLOSED:
                 continue
             doc = {**task.content, "status": status}
             self._write("Task", task.id, doc, task.version_id, reason=reason or f"order {status}")

@@ -24,7 +24,6 @@ from app.errors import DuplicateMutation
 log = logging.getLogger(__name__)
 REPLAY_TTL = 24 * 3600
 IN_FLIGHT_TTL = 60
-KEY_KIND = "client-mutation"
 
 
 @dataclass(frozen=True)

@@ -11,26 +11,24 @@ from app.domain.ids import new_id
 from app.runtime import get_runtime
 from app.services.resources import ResourceService
 from app.services.unit_of_work import UnitOfWork
-from app.store import Repository
+from app.store import Repository, StoredResource
 from app.store.search.query import parse_search
+
+
+def _active_request(repo: Repository, pid: str) -> StoredResource:
+    body = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    return repo.create("ServiceRequest", new_id("ServiceRequest"), body)
 
 
 def test_search_all_follows_every_page(app: Flask, tenant: str) -> None:
     with app.app_context(), get_runtime().engine.connect() as conn, conn.begin():
         repo = Repository(conn, tenant)
-        made = {
-            repo.create(
-                "ServiceRequest",
-                new_id("ServiceRequest"),
-                {
-                    "resourceType": "ServiceRequest",
-                    "status": "active",
-                    "intent": "order",
-                    "subject": {"reference": "Patient/p-many"},
-                },
-            ).id
-            for _ in range(23)
-        }
+        made = {_active_request(repo, "p-many").id for _ in range(23)}
         found = repo.search_all(
             parse_search("ServiceRequest", [("patient", "p-many")]), page_size=5
         )
@@ -46,16 +44,7 @@ def test_search_all_and_the_conditional_match_leave_the_callers_query_as_it_was(
     with app.app_context(), get_runtime().engine.connect() as conn, conn.begin():
         repo = Repository(conn, tenant)
         for _ in range(3):
-            repo.create(
-                "ServiceRequest",
-                new_id("ServiceRequest"),
-                {
-                    "resourceType": "ServiceRequest",
-                    "status": "active",
-                    "intent": "order",
-                    "subject": {"reference": "Patient/p-q"},
-                },
-            )
+            _active_request(repo, "p-q")
         query = parse_search("ServiceRequest", [("patient", "p-q"), ("_count", "7")])
         before = asdict(query)
         assert len(repo.search_all(query, page_size=2)) == 3

@@ -275,11 +275,11 @@ def test_class_member_must_be_a_known_ingredient(tmp_path: Path) -> None:
 
 def test_product_must_map_to_known_ingredients(tmp_path: Path) -> None:
     def edit(data: dict[str, Any]) -> None:
-        data["drugs"][OXYCODONE_ER_10]["ingredients"] = ["424242"]
+        data["products"][OXYCODONE_ER_10]["ingredients"] = {"424242": "10 MG"}
 
     with pytest.raises(KnowledgeError) as caught:
-        load_knowledge(broken_copy(tmp_path, "drugs", edit))
-    assert caught.value.path == "$.drugs['1049502'].ingredients[0]"
+        load_knowledge(broken_copy(tmp_path, "products", edit))
+    assert caught.value.path == "$.products['1049502'].ingredients['424242']"
 
 
 def test_malformed_json(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from app.cds.engine import CdsEngine
 from app.cds.knowledge_base import load_knowledge
 from app.db import Database, make_engine
 from app.settings import Settings
+from app.terminology import BUDGET_SECONDS, COOLDOWN_SECONDS, TIMEOUT_SECONDS, RxNavClient
 
 
 @dataclass
@@ -28,14 +29,17 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings)
+        cache = make_cache(settings)
+        # The knowledge base is validated here: a bad file stops start-up with its path. The
+        # RxNorm import overlay (`orders-service kb import-rxnorm`) is merged when present.
+        kb = load_knowledge(_knowledge_dir(settings), overlays=[rxnorm_overlay(settings)])
         return cls(
             settings=settings,
             engine=engine,
             database=Database(engine),
-            cache=make_cache(settings),
+            cache=cache,
             authenticator=Authenticator(settings),
-            # The knowledge base is validated here: a bad file stops start-up with its path.
-            cds=CdsEngine(load_knowledge(_knowledge_dir(settings))),
+            cds=CdsEngine(kb, lookup=_terminology(settings, cache)),
         )
 
     def close(self) -> None:
@@ -47,6 +51,24 @@ def _knowledge_dir(settings: Settings) -> Path | None:
     """Tests may point at another knowledge directory; production uses the shipped one."""
     value = settings.extra.get("knowledge_dir")
     return Path(str(value)) if value else None
+
+
+def rxnorm_overlay(settings: Settings) -> Path:
+    """Where `orders-service kb import-rxnorm` writes the product table (docs/decisions.md)."""
+    return settings.instance_path / "knowledge" / "rxnorm-products.json"
+
+
+def _terminology(settings: Settings, cache: Cache) -> RxNavClient | None:
+    if not settings.terminology_url:
+        return None
+    knobs = {k: float(str(v)) for k, v in settings.extra.items() if k.startswith("terminology_")}
+    return RxNavClient(
+        settings.terminology_url,
+        cache,
+        timeout_seconds=knobs.get("terminology_timeout", TIMEOUT_SECONDS),
+        budget_seconds=knobs.get("terminology_budget", BUDGET_SECONDS),
+        cooldown_seconds=knobs.get("terminology_cooldown", COOLDOWN_SECONDS),
+    )
 
 
 def get_runtime() -> Runtime:

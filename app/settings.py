@@ -24,6 +24,8 @@ class Settings:
     oidc_jwks_url: str | None = None
     oidc_client_id: str | None = None
     public_base_url: str | None = None
+    #: An RxNav-compatible REST base (RxNav-in-a-Box) for codes the knowledge base lacks.
+    terminology_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     # Extra knobs for tests; never read from the environment.
     extra: dict[str, object] = field(default_factory=dict)
@@ -55,6 +57,7 @@ class Settings:
             oidc_jwks_url=env.get("OIDC_JWKS_URL") or None,
             oidc_client_id=env.get("OIDC_CLIENT_ID") or None,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            terminology_url=(env.get("TERMINOLOGY_URL") or "").rstrip("/") or None,
         )
         settings.check()
         return settings

@@ -37,6 +37,7 @@ DUPTHPY: Final = "DUPTHPY"
 ALGY: Final = "ALGY"
 KNOWLEDGE_GAP: Final = "KNOWLEDGE-GAP"
 CODE_DISPLAY: Final = "CODE-DISPLAY"
+DACT: Final = "DACT"
 
 V3_ACT_CODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 LOCAL_CATEGORY_SYSTEM: Final = "urn:orders-service:cds:detected-issue-category"
@@ -45,6 +46,7 @@ CATEGORIES: Final[dict[str, tuple[str, str]]] = {
     DRG: (V3_ACT_CODE, "Drug Interaction Alert"),
     DUPTHPY: (V3_ACT_CODE, "Duplicate Therapy Alert"),
     ALGY: (V3_ACT_CODE, "Allergy Alert"),
+    DACT: (V3_ACT_CODE, "drug action detected issue"),
     KNOWLEDGE_GAP: (LOCAL_CATEGORY_SYSTEM, "Drug not in the knowledge base; checks not done"),
     CODE_DISPLAY: (LOCAL_CATEGORY_SYSTEM, "Coding display names a different drug"),
 }

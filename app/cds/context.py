@@ -13,8 +13,9 @@ Small helpers for reading FHIR JSON the rules share live here too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -33,11 +34,26 @@ draft, active and on-hold orders; at activation only active and on-hold ones."""
 
 @dataclass(frozen=True)
 class OrderContext:
+    """One order and the patient facts the service layer gathered for it.
+
+    Beyond the order, allergies and other orders: `patient` (for age checks), `medications`
+    (Medication resources referenced by the orders, keyed `Medication/id`), `resolved_codes`
+    (RxNorm codes the terminology service resolved: code -> Drug), `unresolved_codes` (code ->
+    why a lookup failed, e.g. the service timed out) and `now` (look-back windows, age). The
+    rules never do I/O: everything they read is here. `memo` caches per-evaluation work.
+    """
+
     order: dict[str, Any]
     patient_id: str
     allergies: tuple[dict[str, Any], ...] = ()
     other_orders: tuple[dict[str, Any], ...] = ()
     hook: Hook = "order-select"
+    patient: dict[str, Any] | None = None
+    medications: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    resolved_codes: Mapping[str, Drug] = field(default_factory=dict)
+    unresolved_codes: Mapping[str, str] = field(default_factory=dict)
+    now: datetime | None = None
+    memo: dict[int, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.hook not in HOOKS:

@@ -25,7 +25,8 @@ from app.cds.alerts import (
     indicator,
 )
 from app.cds.context import OrderContext
-from app.cds.knowledge_base import KnowledgeBase
+from app.cds.kb.base import KnowledgeBase
+from app.cds.lookup import IngredientLookup
 from app.cds.rules import DEFAULT_RULES, Rule
 
 SUMMARY_MAX: Final = 139
@@ -63,9 +64,11 @@ _PREFETCH: Final[dict[str, str]] = {
     "diets": "NutritionOrder?patient={{context.patientId}}&status=draft,active,on-hold",
 }
 _CHECKS: Final = (
-    "drug-allergy (with drug-class cross-reactivity), drug-drug interaction (ONC "
-    "high-priority pairs and common moderate pairs), duplicate order, drugs unknown to the "
-    "knowledge base, and medication codes whose display names a different drug"
+    "drug-allergy (with drug-class cross-reactivity, severe reactions, text-only allergies), "
+    "drug-drug interaction (ONC high-priority pairs and common pairs), duplicate order and "
+    "duplicate therapy, maximum daily dose, dosing frequency, age (paediatric and Beers), "
+    "drugs or allergies that cannot be checked, and medication codes whose display names a "
+    "different drug"
 )
 
 SERVICES: Final[list[dict[str, Any]]] = [
@@ -171,11 +174,21 @@ def deduplicate(alerts: Iterable[Alert]) -> list[Alert]:
 
 
 class CdsEngine:
-    """Runs the rules against a knowledge base. Stateless apart from its two inputs."""
+    """Runs the rules against a knowledge base. Stateless apart from its inputs.
 
-    def __init__(self, kb: KnowledgeBase, rules: Sequence[Rule] = DEFAULT_RULES) -> None:
+    `lookup` is the terminology service (or None): the engine never calls it — the service
+    layer that builds the context does (app/services/cds_context.py), so rules stay pure.
+    """
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+        lookup: IngredientLookup | None = None,
+    ) -> None:
         self.kb = kb
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.lookup = lookup
 
     def evaluate(self, ctx: OrderContext) -> list[Alert]:
         found: list[Alert] = []

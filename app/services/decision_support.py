@@ -15,7 +15,7 @@ from typing import Any, cast
 from ulid import ULID
 
 from app.cds.alerts import Alert
-from app.cds.context import Hook, OrderContext
+from app.cds.context import Hook
 from app.cds.engine import SERVICES, CdsEngine
 from app.domain import access
 from app.domain.order_types import ORDER_RESOURCE_TYPES
@@ -27,7 +27,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.services import alerts as alert_store
-from app.services.order_creation import COUNTS_AT_CREATE, COUNTS_AT_SIGN
+from app.services.cds_context import ContextBuilder, Supplied, statuses_for
 from app.services.orders import OrderService
 from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
@@ -88,7 +88,7 @@ class DecisionSupport:
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
         selected = set(context.get("selections") or [])
-        statuses = COUNTS_AT_CREATE if hook == "order-select" else COUNTS_AT_SIGN
+        statuses = statuses_for(hook)
         allergies = self._resources(prefetch, "allergies", patient_id, None)
         stored_orders: list[dict[str, Any]] = []
         for key in ("medications", "services", "diets"):
@@ -107,12 +107,13 @@ class DecisionSupport:
                     for d in drafts
                     if d is not draft and d.get("resourceType") in ORDER_RESOURCE_TYPES
                 ]
-            ctx = OrderContext(
-                order=draft,
-                patient_id=patient_id,
-                allergies=tuple(allergies),
-                other_orders=tuple(others),
-                hook=hook,
+            supplied = Supplied(
+                patient=patient if isinstance(patient, dict) else None,
+                allergies=allergies,
+                orders=others,
+            )
+            ctx = ContextBuilder(self.uow, self.engine).build(
+                draft, patient_id, hook, supplied=supplied
             )
             cards += self._cards(ref, self.engine.evaluate(ctx), context["hookInstance"])
         return {"cards": cards}

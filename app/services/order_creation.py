@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.services import alerts as alert_store
 from app.services import provenance
+from app.services.cds_context import ContextBuilder
 from app.services.resources import check_references, find_all
 from app.services.unit_of_work import UnitOfWork
 from app.store import StoredResource
@@ -37,8 +38,6 @@ from app.store.search.extract import parse_reference
 #: `conditional_keys.res_type` for client mutation keys (one namespace for all order types).
 MUTATION_KEYS = "client-mutation"
 ACTIVE_ENCOUNTER = frozenset({"in-progress", "arrived", "triaged", "onleave"})
-COUNTS_AT_CREATE = ("draft", "active", "on-hold")
-COUNTS_AT_SIGN = ("active", "on-hold")
 
 
 @dataclass
@@ -205,51 +204,5 @@ class OrderCreation:
 
     # ------------------------------------------------------------------ CDS context
     def _context(self, order: dict[str, Any], patient_id: str, hook: Hook) -> OrderContext:
-        """Load what the rules for this order type read, and no more (app/cds/rules):
-
-        - MedicationRequest: the allergies and the open MedicationRequests (drug-allergy,
-          interactions and duplicates compare the drug with all of them);
-        - ServiceRequest: open ServiceRequests sharing one of its codes (the duplicate rule
-          compares nothing else) — an indexed lookup instead of every open order;
-        - NutritionOrder: open NutritionOrders (diet duplicates; few per patient).
-
-        Every rule compares an order only with orders of its own type. "Open" is per hook:
-        draft/active/on-hold at order-select, active/on-hold at order-sign (DESIGN §6).
-        """
-        statuses = COUNTS_AT_CREATE if hook == "order-select" else COUNTS_AT_SIGN
-        rtype = order["resourceType"]
-        repo = self.repo
-        allergies: list[dict[str, Any]] = []
-        if rtype == "MedicationRequest":
-            allergies = [r.content for r in repo.of_patient("AllergyIntolerance", patient_id)]
-        codes = _code_filter(order.get("code")) if rtype == "ServiceRequest" else None
-        if codes == []:  # no code: nothing to compare, nothing to load
-            others: list[dict[str, Any]] = []
-        else:
-            found = repo.of_patient(rtype, patient_id, statuses=statuses, codes=codes)
-            others = [r.content for r in found if r.id != order.get("id")]
-        return OrderContext(
-            order=order,
-            patient_id=patient_id,
-            allergies=tuple(allergies),
-            other_orders=tuple(others),
-            hook=hook,
-        )
-
-
-def _code_filter(concept: Any) -> list[tuple[str, str]] | None:
-    """(system, code) of every coding of the concept ([] when it has none; system "" for a
-    coding without one, which matches the code in any system, a superset the rule
-    narrows), or None when a code is longer than the index keeps (255 characters): then
-    all open orders are loaded and the rule compares them itself."""
-    if not isinstance(concept, dict):
-        return []
-    values: list[tuple[str, str]] = []
-    for coding in concept.get("coding") or ():
-        if not isinstance(coding, dict) or not coding.get("code"):
-            continue
-        system, code = str(coding.get("system") or ""), str(coding["code"])
-        if len(system) > 255 or len(code) > 255:
-            return None
-        values.append((system, code))
-    return values
+        """What the rules read, built the one way every path builds it (cds_context)."""
+        return ContextBuilder(self.uow, self.engine).build(order, patient_id, hook)

@@ -180,14 +180,23 @@ def test_duplicate_lab_lookup_by_code_matches_exact_codings(
         assert f"ServiceRequest/{first['id']}" in dup[0]["detail"]
 
 
-def test_unknown_drug_gives_an_info_alert_that_checks_were_not_done(ward: Ward) -> None:
+def test_unknown_drug_with_nothing_to_check_against_gives_an_info_alert(ward: Ward) -> None:
+    pid = ward.patient()
+    order = ward.order(ward.medication(pid, "99999999", "Mystery tablet"))
+    alerts = ward.alerts(order)
+    assert rules(alerts) == {"DRUG-UNKNOWN"}
+    assert alerts[0]["severity"] == "low"
+    assert "Mystery tablet" in alerts[0]["detail"]
+
+
+def test_unknown_drug_for_a_patient_with_a_drug_allergy_is_a_warning(ward: Ward) -> None:
     pid = ward.patient()
     ward.allergy(pid, AMOXICILLIN, criticality="high")
     order = ward.order(ward.medication(pid, "99999999", "Mystery tablet"))
     alerts = ward.alerts(order)
     assert rules(alerts) == {"DRUG-UNKNOWN"}
-    assert alerts[0]["severity"] == "low"
-    assert "not performed" in alerts[0]["detail"]
+    assert alerts[0]["severity"] == "moderate"
+    assert "1 medication allergy record(s)" in alerts[0]["detail"]
 
 
 def test_oxycodone_code_shown_as_amoxicillin_warns_of_the_mismatch_and_no_amoxicillin_rule_fires(

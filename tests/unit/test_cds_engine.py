@@ -90,7 +90,11 @@ def test_duplicate_cbc_through_the_engine(engine: CdsEngine) -> None:
     ]
 
 
-def test_unknown_drug_is_info_and_nothing_else(engine: CdsEngine) -> None:
+def test_unknown_drug_with_allergies_and_orders_on_file_is_one_warning(
+    engine: CdsEngine,
+) -> None:
+    """Never silent (issue 12): with something to check against, an unknown drug is a warning
+    to acknowledge, and no other rule pretends to have checked it."""
     found = engine.evaluate(
         ctx(
             med("99999999", display="Amoxicillin 500mg"),
@@ -98,7 +102,8 @@ def test_unknown_drug_is_info_and_nothing_else(engine: CdsEngine) -> None:
             others=(med(WARFARIN, rid="w1", status="active"),),
         )
     )
-    assert [(a.rule_id, a.level) for a in found] == [("DRUG-UNKNOWN", "info")]
+    assert [(a.rule_id, a.level) for a in found] == [("DRUG-UNKNOWN", "warning")]
+    assert "1 other medication order(s) and 2 medication allergy record(s)" in found[0].message
 
 
 def test_seed_1049502_shown_as_amoxicillin_fires_no_amoxicillin_rule(engine: CdsEngine) -> None:

@@ -719,13 +719,17 @@ def test_duplicate_medication_is_named_by_its_code_not_its_display(kb: Knowledge
 
 # ---------------------------------------------------------------------- unknown drug
 UNKNOWN_CASES = [
-    ("unknown RxNorm code", med("99999999", display="Mystery 5 mg"), "unknown:" + RX + "|99999999"),
+    (
+        "unknown RxNorm code",
+        med("99999999", display="Mystery 5 mg"),
+        "unknown:info:" + RX + "|99999999",
+    ),
     (
         "a local code only",
         med("ABC-1", system="urn:local:formulary"),
-        "unknown:urn:local:formulary|ABC-1",
+        "unknown:info:urn:local:formulary|ABC-1",
     ),
-    ("text only", med(None, text="Grandma's tonic"), "unknown:text:Grandma's tonic"),
+    ("text only", med(None, text="Grandma's tonic"), "unknown:info:text:Grandma's tonic"),
     (
         "a reference to a Medication outside the order",
         {
@@ -733,7 +737,7 @@ UNKNOWN_CASES = [
             "medicationCodeableConcept": None,
             "medicationReference": {"reference": "Medication/m-7"},
         },
-        "unknown:reference:Medication/m-7",
+        "unknown:info:reference:Medication/m-7",
     ),
 ]
 
@@ -741,13 +745,13 @@ UNKNOWN_CASES = [
 @pytest.mark.parametrize(
     ("order", "cause"), [pytest.param(o, c, id=n) for n, o, c in UNKNOWN_CASES]
 )
-def test_unknown_drug_is_an_info_alert(
+def test_unknown_drug_with_nothing_to_check_against_is_an_info_alert(
     kb: KnowledgeBase, order: dict[str, Any], cause: str
 ) -> None:
     [alert] = unknown_drug.check(ctx(order), kb)
     assert (alert.rule_id, alert.level, alert.code) == ("DRUG-UNKNOWN", "info", "KNOWLEDGE-GAP")
-    assert "not in the knowledge base" in alert.message
-    assert "allergy and interaction checks were not performed" in alert.message
+    assert "could not be identified" in alert.message
+    assert "allergy and interaction checks were not performed" in (alert.detail or "")
     assert alert.cause == cause
 
 

@@ -22,8 +22,11 @@ What matches, per allergy (only the strongest match is reported):
   allergen's class (or an allergy-relevant class of its ingredients) to one of the drug's
   classes (penicillin allergy, cephalexin order), with its caveat.
 
-The first two follow the allergy's criticality: `high` is a hard-stop, anything else
-(`low`, `unable-to-assess`, absent) a warning. The last two are always warnings.
+The first two follow the allergy's criticality: `high` is a hard-stop, and so is a recorded
+severe reaction or anaphylaxis (`reaction.severity = severe`, SNOMED CT 39579001) — anything
+else (`low`, `unable-to-assess`, absent) a warning. The last two are always warnings. An
+`intolerance` is called one in the message. An allergy matched through its text rather than a
+code says "matched by name"; an ordered drug identified by name says so too.
 
 Cause: `allergy:<AllergyIntolerance ref>:<match>:<ingredients or classes>:<level>`. The
 level is part of the cause because it depends on the allergy record: when its criticality
@@ -33,74 +36,45 @@ acknowledged warning can never hide a hard-stop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from app.cds.alerts import ALGY, Alert, Level
-from app.cds.context import (
-    OrderContext,
-    codings,
-    drug_label,
-    known_drugs,
-    reference,
-    refers_to_patient,
+from app.cds.context import OrderContext, codings, reference
+from app.cds.kb.base import KnowledgeBase
+from app.cds.resolve import resolve
+from app.cds.rules.allergy_facts import (
+    Resolved,
+    allergens,
+    counts,
+    kind,
+    medication_allergies,
+    severe,
 )
-from app.cds.knowledge_base import Allergen, KnowledgeBase
+
+__all__ = ["allergens", "check", "counts", "level_for"]
 
 RULE_DRUG = "ALLERGY-DRUG"
 RULE_CLASS = "ALLERGY-CLASS"
 RULE_SAME_CLASS = "ALLERGY-SAME-CLASS"
 RULE_CROSS = "ALLERGY-CROSS-REACTIVITY"
 
-ALLERGY_GROUP_CLASSES = ("penicillins", "cephalosporins", "sulfonamide-antibiotics", "nsaids")
-"""Class ids where an allergy to one member matters for the others (issue 3 names these);
-classes in a cross-reactivity entry count too. Pharmacological classes used only for
-interactions (QT-prolonging, CYP3A4 inhibitors, …) never do."""
-INGREDIENT_SOURCE = "RxNorm ingredient mapping (app/cds/knowledge/drugs.json)"
-
-_NOT_COUNTING_CLINICAL = frozenset({"inactive", "resolved"})
-_NOT_COUNTING_VERIFICATION = frozenset({"refuted", "entered-in-error"})
-
-
-def _status_codes(concept: Any) -> set[str]:
-    return {str(c["code"]) for c in codings(concept)}
-
-
-def counts(allergy: dict[str, Any]) -> bool:
-    """Whether an AllergyIntolerance is in force for decision support."""
-    if allergy.get("resourceType", "AllergyIntolerance") != "AllergyIntolerance":
-        return False
-    clinical = _status_codes(allergy.get("clinicalStatus"))
-    if clinical and "active" not in clinical:
-        return False
-    if clinical & _NOT_COUNTING_CLINICAL:
-        return False
-    return not _status_codes(allergy.get("verificationStatus")) & _NOT_COUNTING_VERIFICATION
+ALLERGY_GROUP_CLASSES = (
+    "penicillins",
+    "cephalosporins",
+    "sulfonamide-antibiotics",
+    "nsaids",
+    "opioids",
+)
+"""Class ids where an allergy to one member matters for the others; classes in a
+cross-reactivity entry count too. Pharmacological classes used only for interactions
+(QT-prolonging, CYP3A4 inhibitors, …) never do."""
+INGREDIENT_SOURCE = "RxNorm ingredient mapping (app/cds/knowledge/drugs.json, products.json)"
 
 
 def level_for(allergy: dict[str, Any]) -> Level:
-    return "hard-stop" if allergy.get("criticality") == "high" else "warning"
-
-
-@dataclass(frozen=True)
-class _Resolved:
-    allergen: Allergen
-    coding: dict[str, Any]
-
-
-def allergens(allergy: dict[str, Any], kb: KnowledgeBase) -> list[_Resolved]:
-    """What the allergy is to, as the knowledge base knows it (unknown codes drop out)."""
-    concepts = [allergy.get("code")]
-    for reaction in allergy.get("reaction") or ():
-        if isinstance(reaction, dict):
-            concepts.append(reaction.get("substance"))
-    found: list[_Resolved] = []
-    for concept in concepts:
-        for coding in codings(concept):
-            allergen = kb.allergen(str(coding.get("system") or ""), str(coding["code"]))
-            if allergen is not None:
-                found.append(_Resolved(allergen, coding))
-    return found
+    if allergy.get("criticality") == "high" or severe(allergy):
+        return "hard-stop"
+    return "warning"
 
 
 def _allergy_key(allergy: dict[str, Any]) -> str:
@@ -111,10 +85,12 @@ def _allergy_key(allergy: dict[str, Any]) -> str:
     return "AllergyIntolerance?code=" + ",".join(codes)
 
 
-def _allergy_label(allergy: dict[str, Any], resolved: list[_Resolved]) -> str:
+def _allergy_label(allergy: dict[str, Any], resolved: list[Resolved]) -> str:
     """What the allergy is to, in the knowledge base's words (codes are authoritative), with
     the record's own text when it says something else."""
     label = resolved[0].allergen.label
+    if resolved[0].by_name:
+        return f"{label} (matched by name)"
     found = allergy.get("code")
     code: dict[str, Any] = found if isinstance(found, dict) else {}
     words = [code.get("text"), *(c.get("display") for c in codings(code))]
@@ -143,8 +119,7 @@ def _class_names(kb: KnowledgeBase, ids: frozenset[str]) -> str:
 def _ingredient_names(kb: KnowledgeBase, ids: frozenset[str]) -> str:
     names = []
     for rxcui in sorted(ids, key=lambda c: (len(c), c)):
-        found = kb.drug(None, rxcui)
-        names.append(found.name if found else f"RxNorm {rxcui}")
+        names.append(kb.ingredient_name(rxcui))
     return ", ".join(names)
 
 
@@ -160,42 +135,43 @@ def _class_sources(kb: KnowledgeBase, ids: frozenset[str]) -> str:
 def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     if ctx.order_type != "MedicationRequest":
         return []
-    ordered = known_drugs(ctx.order, kb)
-    if not ordered:
+    ordered = resolve(ctx.order, ctx, kb)
+    if not ordered.ok:
         return []  # DRUG-UNKNOWN says the check could not be done
-    ingredients: frozenset[str] = frozenset().union(*(k.drug.ingredients for k in ordered))
-    classes: frozenset[str] = frozenset().union(*(k.drug.classes for k in ordered))
-    drug = drug_label(ordered)
+    drug = ordered.name
     groups = group_classes(kb)
 
     alerts: list[Alert] = []
-    for allergy in ctx.allergies:
-        if not counts(allergy) or not refers_to_patient(allergy, ctx.patient_id):
-            continue
-        resolved = allergens(allergy, kb)
+    for allergy in medication_allergies(ctx):
+        resolved = allergens(allergy, kb, ctx.resolved_codes)
         if not resolved:
-            continue
-        found = _match(allergy, resolved, ingredients, classes, groups, kb)
+            continue  # ALLERGY-UNCHECKED says this allergy could not be checked
+        found = _match(allergy, resolved, ordered.ingredients, ordered.classes, groups, kb)
         if found is None:
             continue
         rule, level, match, keys, reason, source = found
         label = _allergy_label(allergy, resolved)
         criticality = allergy.get("criticality") or "not recorded"
+        why = severe(allergy)
+        history = f"; history of {why}" if why else ""
+        what = kind(allergy)
         allergy_ref = reference(allergy)
         alerts.append(
             Alert(
                 rule_id=rule,
                 level=level,
                 message=(
-                    f"Allergy to {label} (criticality {criticality}): the ordered {drug} {reason}."
+                    f"{what} to {label} (criticality {criticality}{history}): the ordered "
+                    f"{drug} {reason}."
                 ),
                 code=ALGY,
                 cause=f"allergy:{_allergy_key(allergy)}:{match}:{','.join(sorted(keys))}:{level}",
                 implicated=(allergy_ref,) if allergy_ref else (),
                 source=source,
                 detail=(
-                    f"The patient has an active allergy to **{label}** "
-                    f"(criticality: {criticality}). The ordered drug, **{drug}**, {reason}."
+                    f"The patient has an active {what.lower()} to **{label}** "
+                    f"(criticality: {criticality}{history}). The ordered drug, **{drug}**, "
+                    f"{reason}."
                 ),
             )
         )
@@ -207,7 +183,7 @@ _Match = tuple[str, Level, str, frozenset[str], str, str]
 
 def _match(
     allergy: dict[str, Any],
-    resolved: list[_Resolved],
+    resolved: list[Resolved],
     ingredients: frozenset[str],
     classes: frozenset[str],
     groups: frozenset[str],

@@ -1,11 +1,12 @@
 """Drug-drug interaction: the ordered drug against the patient's other medication orders.
 
 The other orders are those the caller says count (draft/active/on-hold at create,
-active/on-hold at activation). Both drugs are resolved by CODE through the knowledge base;
-an order whose drug is unknown is skipped here (DRUG-UNKNOWN reports it for the order being
-checked). Each interaction the knowledge base lists for the pair is one alert, its rule id
-the interaction id (`DDI-AMOX-WARFARIN`): `contraindicated` → hard-stop (the ONC
-high-priority pairs are all contraindicated), `major` / `moderate` → warning.
+active/on-hold at activation). Both drugs are resolved (app/cds/resolve.py: code, product
+table, terminology service, Medication ingredients, name); an order whose drug cannot be
+resolved is reported by DRUG-UNKNOWN / DRUG-UNKNOWN-OTHER, never skipped silently. Each
+interaction the knowledge base lists for the pair is one alert, its rule id the interaction
+id (`DDI-AMOX-WARFARIN`): `contraindicated` → hard-stop (the ONC high-priority pairs and
+PDE5 inhibitor + nitrate), `major` / `moderate` → warning. The message names both drugs.
 
 Cause: `ddi:<interaction id>:<other order ref>` — the same pair with the same other order
 is the same alert on a re-run; when that order is stopped the cause is gone.
@@ -16,16 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.cds.alerts import DRG, Alert, Level
-from app.cds.context import (
-    OrderContext,
-    codings,
-    drug_label,
-    known_drugs,
-    medication_concept,
-    reference,
-    status_of,
-)
-from app.cds.knowledge_base import Interaction, KnowledgeBase
+from app.cds.context import OrderContext, codings, medication_concept, reference, status_of
+from app.cds.kb.base import KnowledgeBase
+from app.cds.kb.model import Interaction
+from app.cds.resolve import Resolution, resolve
 
 LEVELS: dict[str, Level] = {
     "contraindicated": "hard-stop",
@@ -47,46 +42,69 @@ def other_key(other: dict[str, Any]) -> str:
     return "MedicationRequest?code=" + ",".join(codes)
 
 
+def short_name(resolution: Resolution, kb: KnowledgeBase) -> str:
+    """Ingredient names ("amoxicillin / clavulanate"), marked when matched by name."""
+    names = (
+        " / ".join(sorted(kb.ingredient_name(i) for i in resolution.ingredients)) or resolution.name
+    )
+    return f"{names} (matched by name)" if resolution.by_name else names
+
+
+def message_for(
+    interaction: Interaction, kb: KnowledgeBase, mine: Resolution, theirs: Resolution
+) -> str:
+    """The rule's message, naming both drugs when it does not already (the seed's
+    "Amoxicillin + Warfarin" does; "Warfarin + NSAID" gets "(ibuprofen with warfarin)")."""
+    text = interaction.message
+    lowered = text.casefold()
+
+    def named(resolution: Resolution) -> bool:
+        return any(kb.ingredient_name(i).casefold() in lowered for i in resolution.ingredients)
+
+    if named(mine) and named(theirs) and not (mine.by_name or theirs.by_name):
+        return text
+    return f"{text} ({short_name(mine, kb)} with {short_name(theirs, kb)})"
+
+
 def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     if ctx.order_type != "MedicationRequest":
         return []
-    ordered = known_drugs(ctx.order, kb)
-    if not ordered:
+    ordered = resolve(ctx.order, ctx, kb)
+    if not ordered.ok:
         return []
-    drug = drug_label(ordered)
     alerts: list[Alert] = []
     for other in ctx.others_of_type("MedicationRequest"):
-        theirs = known_drugs(other, kb)
-        if not theirs:
+        theirs = resolve(other, ctx, kb)
+        if not theirs.ok:
             continue
         key = other_key(other)
         ref = reference(other)
         seen: set[str] = set()
-        for mine in ordered:
-            for them in theirs:
-                for interaction in kb.interactions(mine.drug, them.drug):
+        for mine in ordered.drugs:
+            for them in theirs.drugs:
+                for interaction in kb.interactions(mine, them):
                     if interaction.id in seen:
                         continue
                     seen.add(interaction.id)
-                    level = level_for(interaction)
                     onc = (
                         " It is on the ONC high-priority list (Phansalkar et al., 2012)."
                         if interaction.onc_high_priority
                         else ""
                     )
+                    message = message_for(interaction, kb, ordered, theirs)
                     alerts.append(
                         Alert(
                             rule_id=interaction.id,
-                            level=level,
-                            message=interaction.message,
+                            level=level_for(interaction),
+                            message=message,
                             code=DRG,
                             cause=f"ddi:{interaction.id}:{key}",
                             implicated=(ref,) if ref else (),
                             source=interaction.source,
                             detail=(
-                                f"{interaction.message}\n\n"
+                                f"{message}\n\n"
                                 f"Interaction ({interaction.severity}) between the ordered "
-                                f"**{drug}** and **{drug_label(theirs)}** "
+                                f"**{ordered.name}** and **{theirs.name}** "
                                 f"({key}, {status_of(other)}).{onc}"
                             ),
                         )

@@ -3,11 +3,12 @@
 Only orders of the same resource type are compared, and only those the caller says count
 (draft/active/on-hold at create, active/on-hold at activation):
 
-* ServiceRequest — any `(system, code)` coding of `code` in common (LOINC 58410-2 CBC
-  twice, the same imaging procedure, …);
-* MedicationRequest — a shared ingredient according to the knowledge base (amoxicillin
-  capsules and amoxicillin/clavulanate), or, when either drug is unknown to it, an exact
-  `(system, code)` coding in common;
+* ServiceRequest — any `(system, code)` coding of `code` in common (the same imaging
+  procedure, …). A LOINC test looks back over a per-code window (duplicates.json: CBC 24 h,
+  HbA1c 90 days) on open *and* completed orders: a CBC completed this morning is a duplicate,
+  one active for a week is not ("any open order forever" was noise);
+* MedicationRequest — a shared ingredient (amoxicillin capsules and amoxicillin/clavulanate),
+  named, or, when either drug cannot be resolved, an exact `(system, code)` coding in common;
 * NutritionOrder — any coding of `oralDiet.type` in common.
 
 One warning per ordered thing, naming the other orders (the first few, then a count), so a
@@ -17,22 +18,27 @@ patient with many open orders of one code gets one alert, not one per order. Cau
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.cds.alerts import DUPTHPY, Alert
 from app.cds.context import (
+    COUNTING_STATUSES,
     OrderContext,
     codings,
     concept_label,
-    drug_label,
-    known_drugs,
     medication_concept,
     reference,
     status_of,
 )
-from app.cds.knowledge_base import KnowledgeBase
+from app.cds.kb.base import KnowledgeBase
+from app.cds.kb.model import LOINC_SYSTEM
+from app.cds.resolve import resolve
 
 RULE_ID = "DUPLICATE-ORDER"
+SOURCE = (
+    "Same order already open (DESIGN §6); lab look-back windows: app/cds/knowledge/duplicates.json"
+)
 
 Code = tuple[str, str]
 
@@ -96,6 +102,7 @@ def _alert(what: str, rtype: str, matches: list[tuple[dict[str, Any], set[Code],
         code=DUPTHPY,
         cause=f"dup:{rtype}:{';'.join(shared)}",
         implicated=refs,
+        source=SOURCE,
         detail=(
             f"**{what}** is already ordered for this patient: {named}{more}. "
             f"Shared: {'; '.join(shared)}. Cancel one of them, or acknowledge if both are intended."
@@ -117,32 +124,70 @@ def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     if not mine:
         return []
     what = _label(concepts_of(ctx.order), "this order")
+    open_statuses = COUNTING_STATUSES[ctx.hook]
     matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type(rtype):
         theirs = _codes(concepts_of(other))
         shared = mine & theirs
-        if shared:
+        if shared and _counts(other, shared, ctx, kb, open_statuses):
             matches.append((other, theirs, ", ".join(f"{s}|{c}" for s, c in sorted(shared))))
     return [_alert(what, rtype, matches)] if matches else []
+
+
+def _when(resource: dict[str, Any]) -> datetime | None:
+    """When an order happened for the look-back: authoredOn, else its last update."""
+    completed = status_of(resource) == "completed"
+    found = resource.get("meta")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
+    values = [meta.get("lastUpdated")] if completed else [resource.get("authoredOn")]
+    values.append(meta.get("lastUpdated"))
+    for value in values:
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+    return None
+
+
+def _counts(
+    other: dict[str, Any],
+    shared: set[Code],
+    ctx: OrderContext,
+    kb: KnowledgeBase,
+    open_statuses: frozenset[str],
+) -> bool:
+    """Open orders always count, except LOINC tests older than their window; completed
+    orders count only for LOINC tests within the window."""
+    status = status_of(other)
+    loinc = [code for system, code in shared if system == LOINC_SYSTEM]
+    if not loinc or ctx.now is None:
+        return status in open_statuses
+    if status not in open_statuses and status != "completed":
+        return False
+    when = _when(other)
+    if when is None:
+        return status in open_statuses
+    if when.tzinfo is None or ctx.now.tzinfo is None:
+        return status in open_statuses
+    hours = max(kb.lab_windows.window(code) for code in loinc)
+    return ctx.now - when <= timedelta(hours=hours)
 
 
 def _medications(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     concept = medication_concept(ctx.order)
     mine_codes = _codes([concept])
-    mine_known = known_drugs(ctx.order, kb)
-    mine_ingredients = frozenset().union(*(k.drug.ingredients for k in mine_known))
-    what = drug_label(mine_known) if mine_known else _label([concept], "this medication")
+    mine = resolve(ctx.order, ctx, kb)
+    what = mine.name if mine.ok else _label([concept], "this medication")
     matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type("MedicationRequest"):
-        other_concept = medication_concept(other)
-        other_codes = _codes([other_concept])
-        theirs_known = known_drugs(other, kb)
-        if mine_known and theirs_known:
-            theirs = frozenset().union(*(k.drug.ingredients for k in theirs_known))
-            shared_ingredients = mine_ingredients & theirs
+        other_codes = _codes([medication_concept(other)])
+        theirs = resolve(other, ctx, kb)
+        if mine.ok and theirs.ok:
+            shared_ingredients = mine.ingredients & theirs.ingredients
             if shared_ingredients:
-                names = ", ".join(sorted(shared_ingredients))
-                matches.append((other, other_codes, f"ingredient RxCUI {names}"))
+                names = ", ".join(sorted(kb.ingredient_name(i) for i in shared_ingredients))
+                matches.append((other, other_codes, f"same ingredient: {names}"))
             continue
         shared = mine_codes & other_codes
         if shared:

@@ -1,62 +1,77 @@
-"""A medication the knowledge base cannot map to ingredients: say so, never stay silent.
+"""A medication decision support cannot identify: say so, never stay silent (issue 12).
 
-A MedicationRequest none of whose codings the knowledge base knows — an unknown RxNorm
-code, a local code, text only, or a `medicationReference` to a Medication outside the order
-— gets an `info` alert: the allergy and interaction checks could not be done for it.
+The ordered MedicationRequest resolves to nothing (unknown code, a code the terminology
+service could not look up in time, text only, a Medication outside the order):
 
-Cause: `unknown:<system>|<code>[,…]` (all codings, sorted), `unknown:reference:<ref>` or
-`unknown:text:<text>`.
+* `warning` when there is something it should have been checked against — another medication
+  order of the patient, or an active medication allergy — so activation waits for an
+  acknowledgement that names what was not checked;
+* `info` when there is nothing to check it against (DESIGN §6).
+
+Cause: `unknown:<level>:<codes | reference | text>`. The level is part of the cause: when an
+allergy or another order appears later, the info alert's cause is gone and the warning is new,
+so an old info alert never stands in for a warning.
 """
 
 from __future__ import annotations
 
-from app.cds.alerts import KNOWLEDGE_GAP, Alert
-from app.cds.context import (
-    OrderContext,
-    codings,
-    concept_label,
-    known_drugs,
-    medication_concept,
-    system_label,
-)
-from app.cds.knowledge_base import KnowledgeBase
+from app.cds.alerts import KNOWLEDGE_GAP, Alert, Level
+from app.cds.context import OrderContext, codings
+from app.cds.kb.base import KnowledgeBase
+from app.cds.resolve import describe, resolve
+from app.cds.rules.allergy_facts import medication_allergies
 
 RULE_ID = "DRUG-UNKNOWN"
-NOT_DONE = "not in the knowledge base; allergy and interaction checks were not performed"
+SOURCE = (
+    "Orders service CDS policy: a drug that cannot be checked is reported, never skipped "
+    "(DESIGN §6, issue 12)"
+)
+
+
+def _cause_key(ctx: OrderContext) -> str:
+    order = ctx.order
+    concept = order.get("medicationCodeableConcept")
+    codes = codings(concept)
+    if codes:
+        return ",".join(sorted(f"{c.get('system', '')}|{c['code']}" for c in codes))
+    ref = order.get("medicationReference")
+    if isinstance(ref, dict) and (ref.get("reference") or ref.get("display")):
+        return f"reference:{ref.get('reference') or ref.get('display')}"
+    text = concept.get("text") if isinstance(concept, dict) else None
+    return f"text:{text}" if text else "none"
 
 
 def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
-    if ctx.order_type != "MedicationRequest" or known_drugs(ctx.order, kb):
+    if ctx.order_type != "MedicationRequest":
         return []
-    concept = medication_concept(ctx.order)
-    codes = codings(concept)
-    if codes:
-        shown = ", ".join(f"{system_label(c.get('system'))} {c['code']}" for c in codes)
-        label = concept_label(concept)
-        what = f"{label} ({shown})" if label and label != shown else shown
-        cause = "unknown:" + ",".join(sorted(f"{c.get('system', '')}|{c['code']}" for c in codes))
-    else:
-        ref = ctx.order.get("medicationReference")
-        ref_text = (
-            str(ref.get("reference") or ref.get("display") or "") if isinstance(ref, dict) else ""
-        )
-        text = concept_label(concept)
-        if ref_text:
-            what, cause = f"The referenced medication {ref_text}", f"unknown:reference:{ref_text}"
-        elif text:
-            what, cause = f"{text} (no code)", f"unknown:text:{text}"
-        else:
-            what, cause = "The ordered medication (no code)", "unknown:none"
+    resolution = resolve(ctx.order, ctx, kb)
+    if resolution.ok:
+        return []
+    what = describe(resolution)
+    others = sum(1 for _ in ctx.others_of_type("MedicationRequest"))
+    allergies = len(medication_allergies(ctx))
+    against = []
+    if others:
+        against.append(f"{others} other medication order(s)")
+    if allergies:
+        against.append(f"{allergies} medication allergy record(s)")
+    level: Level = "warning" if against else "info"
+    checked = " and ".join(against) if against else "allergies and interactions"
+    message = (
+        f"{what} could not be identified ({resolution.problem}): it was not checked "
+        f"against {checked}."
+    )
     return [
         Alert(
             rule_id=RULE_ID,
-            level="info",
-            message=f"{what} is {NOT_DONE}.",
+            level=level,
+            message=message,
             code=KNOWLEDGE_GAP,
-            cause=cause,
+            cause=f"unknown:{level}:{_cause_key(ctx)}",
+            source=SOURCE,
             detail=(
-                f"{what} is {NOT_DONE}. Check allergies and interactions by other means, "
-                "or order the drug by its RxNorm code."
+                f"{message} Check allergies and interactions by other means, or order the drug "
+                "by its RxNorm code. The allergy and interaction checks were not performed."
             ),
         )
     ]

@@ -45,6 +45,8 @@ class Supplied:
     patient: dict[str, Any] | None = None
     allergies: list[dict[str, Any]] | None = None
     orders: list[dict[str, Any]] | None = None
+    #: Medication resources sent beside the orders (a CDS Hooks draftOrders Bundle), by id.
+    medications: dict[str, dict[str, Any]] | None = None
 
 
 def statuses_for(hook: Hook) -> tuple[str, ...]:
@@ -97,7 +99,7 @@ class ContextBuilder:
         if not medication:
             return context
         orders = [order, *others]
-        medications = self._medications(orders)
+        medications = self._medications(orders, supplied.medications or {})
         resolved, unresolved = self._terminology(orders, medications.values(), allergies)
         return OrderContext(
             order=order,
@@ -125,8 +127,12 @@ class ContextBuilder:
         found = self.repo.of_patient(rtype, patient_id, statuses=statuses, codes=codes)
         return [r.content for r in found if r.id != order.get("id")]
 
-    def _medications(self, orders: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Medication resources the orders reference outside themselves, by `Medication/id`."""
+    def _medications(
+        self, orders: Iterable[dict[str, Any]], supplied: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Medication resources the orders reference outside themselves, by `Medication/id`:
+        those the caller supplied, else the store's."""
+        found_here: dict[str, dict[str, Any]] = {}
         wanted: dict[str, tuple[str, str]] = {}
         for item in orders:
             ref = item.get("medicationReference")
@@ -134,12 +140,14 @@ class ContextBuilder:
             if isinstance(target, str) and target and not target.startswith("#"):
                 local = local_reference(target)
                 rtype, _, rid = local.partition("/")
-                if rtype == "Medication" and rid:
+                if rtype == "Medication" and rid and local in supplied:
+                    found_here[local] = supplied[local]
+                elif rtype == "Medication" and rid:
                     wanted[local] = (rtype, rid)
-        if not wanted:
-            return {}
-        found = self.repo.fetch_many(list(wanted.values()))
-        return {f"Medication/{r.id}": r.content for r in found}
+        if wanted:
+            for r in self.repo.fetch_many(list(wanted.values())):
+                found_here[f"Medication/{r.id}"] = r.content
+        return found_here
 
     def _terminology(
         self,

@@ -88,6 +88,12 @@ class DecisionSupport:
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
         selected = set(context.get("selections") or [])
+        # A draft may reference a Medication sent in the same Bundle (R4 medicationReference).
+        medications = {
+            f"Medication/{d['id']}": d
+            for d in drafts
+            if d.get("resourceType") == "Medication" and d.get("id")
+        }
         statuses = statuses_for(hook)
         allergies = self._resources(prefetch, "allergies", patient_id, None)
         stored_orders: list[dict[str, Any]] = []
@@ -111,6 +117,7 @@ class DecisionSupport:
                 patient=patient if isinstance(patient, dict) else None,
                 allergies=allergies,
                 orders=others,
+                medications=medications,
             )
             ctx = ContextBuilder(self.uow, self.engine).build(
                 draft, patient_id, hook, supplied=supplied

@@ -1,4 +1,5 @@
-"""The `orders-service` console script (DESIGN §2): serve, migrate, seed-demo, token, dev.
+"""The `orders-service` console script (DESIGN §2): serve, migrate, seed-demo, token, dev,
+kb import-rxnorm.
 
 Every command reads its configuration through `Settings.from_env()`, the one place the
 environment is read, so the CLI and the server always agree on the database, the cache and
@@ -7,6 +8,7 @@ the instance folder (which holds the development signing key).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,9 +17,11 @@ from sqlalchemy.engine import make_url
 
 from app import create_app, demo
 from app.auth.devkeys import mint_token
+from app.cds.knowledge_base import KnowledgeError, load_knowledge
 from app.db import make_engine
 from app.migrate import upgrade
-from app.runtime import get_runtime
+from app.runtime import get_runtime, rxnorm_overlay
+from app.rxnorm_import import build_overlay, write_overlay
 from app.settings import ConfigurationError, Settings
 
 DEMO_TENANT = "demo"
@@ -225,3 +229,39 @@ def dev(host: str, port: int, workers: int | None, threads: int) -> None:
         click.echo("OIDC is configured: use a token from your identity provider.")
     click.echo(f"serving on {base} (Ctrl-C stops)")
     _run_gunicorn(host, port, workers, threads)
+
+
+@main.group()
+def kb() -> None:
+    """The decision-support knowledge base."""
+
+
+@kb.command("import-rxnorm")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Overlay to write (default: <instance>/knowledge/rxnorm-products.json).",
+)
+def import_rxnorm(directory: Path, output: Path | None) -> None:
+    """Fill the product table from an RxNorm release (RXNCONSO.RRF, RXNREL.RRF in DIRECTORY).
+
+    Writes every clinical/branded drug and pack of the knowledge base's ingredients to an
+    overlay in the instance folder, loaded at the next start (docs/knowledge-base.md).
+    """
+    settings = _settings()
+    target = output or rxnorm_overlay(settings)
+    shipped = load_knowledge()
+    for name in ("RXNCONSO.RRF", "RXNREL.RRF"):
+        if not (directory / name).is_file():
+            raise click.ClickException(f"{directory / name} not found (an RxNorm release's rrf/)")
+    document = build_overlay(directory, shipped)
+    try:
+        summary = write_overlay(document, target, lambda p: load_knowledge(overlays=[p]))
+    except KnowledgeError as exc:
+        raise click.ClickException(f"the imported table does not load: {exc}") from exc
+    click.echo(
+        f"{summary.products} products ({summary.new_ingredients} ingredients new to the "
+        f"knowledge base) written to {summary.path}; restart the service to load them."
+    )

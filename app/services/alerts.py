@@ -22,6 +22,8 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 EXT_LEVEL = "urn:orders-service:cds-level"
 EXT_CAUSE = "urn:orders-service:cds-cause"
 EXT_RESOLVED = "urn:orders-service:cds-resolved"
+#: The knowledge the rule relies on (a citation), kept with the alert (issue 12).
+EXT_SOURCE = "urn:orders-service:cds-source"
 OPEN, ACKNOWLEDGED, RESOLVED = "preliminary", "final", "cancelled"
 
 
@@ -57,6 +59,7 @@ def build(alert: Alert, *, patient_id: str, order_ref: str, now: datetime) -> di
         "extension": [
             {"url": EXT_LEVEL, "valueCode": alert.level},
             {"url": EXT_CAUSE, "valueString": alert.cause},
+            *([{"url": EXT_SOURCE, "valueString": alert.source}] if alert.source else []),
         ],
         "status": OPEN,
         "code": {"coding": codings, "text": alert.rule_id},

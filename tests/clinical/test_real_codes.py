@@ -361,3 +361,17 @@ def test_completed_lab_within_the_window_is_a_duplicate(
     second = ward.order(ward.lab(pid, "4548-4"))
     detail = [a["detail"] for a in ward.alerts(second)]
     assert any(f"ServiceRequest/{first['id']}" in d and "completed" in d for d in detail), detail
+
+
+def test_stored_alert_cites_the_rules_source(client: FlaskClient, headers: TokenFactory) -> None:
+    face = FhirFace(client, headers)
+    pid = face.patient()
+    face.on_file(pid, WARFARIN_5)
+    placed = face.prescribe(pid, IBUPROFEN_200)
+    [issue] = [
+        a
+        for a in face.ward.alerts(placed.handle)
+        if any(c["code"] == "DDI-WARFARIN-NSAID" for c in a["code"]["coding"])
+    ]
+    sources = [e["valueString"] for e in issue["extension"] if e["url"].endswith("cds-source")]
+    assert sources and "PDDI" in sources[0]

@@ -75,7 +75,10 @@ def test_amoxicillin_500_capsule_maps_to_amoxicillin_and_penicillins(kb: Knowled
     capsule = drug(kb, AMOXICILLIN_500_CAPSULE)
     assert capsule.ingredients == {AMOXICILLIN}
     assert "penicillins" in capsule.classes
-    assert capsule.verified is False  # honest: not confirmed against RxNav
+    # Confirmed since issue 12 by the VSAC antibiotic value set expansion (products.json).
+    assert capsule.verified is True
+    assert capsule.strengths == {AMOXICILLIN: "500 MG"}
+    assert capsule.dose_form == "Oral Capsule"
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from app.cds.context import OrderContext, known_drugs, medication_concept, syste
 from app.cds.knowledge_base import KnowledgeBase
 
 RULE_ID = "CODE_DISPLAY_MISMATCH"
+SOURCE = "DESIGN §6: codes are authoritative, displays are not (RxNorm code table)"
 
 
 def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
@@ -43,6 +44,7 @@ def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
                     ),
                     code=CODE_DISPLAY,
                     cause=f"display:{known.drug.rxcui}",
+                    source=SOURCE,
                     detail=(
                         f"The order is coded {code}, which is **{known.drug.name}**, but it "
                         f"is labelled '{label}', which names {other}. Decision support used "

@@ -1,0 +1,280 @@
+"""Drug identity, dose arithmetic and the new rules, table-driven (no I/O; issue 12)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.cds.context import OrderContext
+from app.cds.dosage import dose_mg, interval_days
+from app.cds.knowledge_base import KnowledgeBase, load_knowledge
+from app.cds.resolve import INGREDIENTS, NAME, TERMINOLOGY, drug_from_name, resolve
+from app.cds.rules import (
+    allergy_unchecked,
+    dose_check,
+    duplicate_order,
+    duplicate_therapy,
+    patient_age,
+    unknown_other,
+)
+from app.cds.rules.allergy_facts import allergens, severe
+
+RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return load_knowledge()
+
+
+def med(
+    code: str | None,
+    *,
+    rid: str | None = None,
+    status: str = "draft",
+    display: str | None = None,
+    system: str = RX,
+    dosage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    concept: dict[str, Any] = {}
+    if code is not None:
+        concept["coding"] = [
+            {"system": system, "code": code, **({"display": display} if display else {})}
+        ]
+    body: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": concept,
+    }
+    if rid:
+        body["id"] = rid
+    if dosage:
+        body["dosageInstruction"] = [dosage]
+    return body
+
+
+def ctx(order: dict[str, Any], **extra: Any) -> OrderContext:
+    return OrderContext(order=order, patient_id="p1", now=NOW, **extra)
+
+
+# ---------------------------------------------------------------- resolution
+@pytest.mark.parametrize(
+    ("text", "ingredients"),
+    [
+        ("ibuprofen 200 MG Oral Tablet", {"5640"}),
+        ("Ibuprofen 200 MG Oral Tablet [Advil]", {"5640"}),
+        ("warfarin sodium 5 MG Oral Tablet", {"11289"}),
+        ("amoxicillin 875 MG / clavulanate potassium 125 MG Oral Tablet", {"723", "48203"}),
+        ("12 HR oxycodone hydrochloride 10 MG Extended Release Oral Tablet", {"7804"}),
+        ("ibuprofen 200 MG", None),  # no dose form: not a normalized name
+        ("ibuprofen tablets", None),
+        ("mysterium 5 MG Oral Tablet", None),
+        ("amoxicillin 500 MG / mysterium 5 MG Oral Tablet", None),  # every component known
+    ],
+)
+def test_normalized_names(kb: KnowledgeBase, text: str, ingredients: set[str] | None) -> None:
+    drug = drug_from_name(text, kb)
+    assert (drug.ingredients if drug else None) == (frozenset(ingredients) if ingredients else None)
+
+
+def test_resolution_order_code_terminology_ingredients_name(kb: KnowledgeBase) -> None:
+    by_code = resolve(med("310965"), ctx(med("310965")), kb)
+    assert (by_code.how, by_code.ingredients) == ("code", {"5640"})
+
+    looked_up = kb.product("7777777", "ibuprofen", ["5640"])
+    order = med("7777777")
+    found = resolve(order, ctx(order, resolved_codes={"7777777": looked_up}), kb)
+    assert (found.how, found.ingredients) == (TERMINOLOGY, {"5640"})
+
+    contained = {
+        **med(None),
+        "medicationReference": {"reference": "#m"},
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "m",
+                "ingredient": [
+                    {"itemCodeableConcept": {"coding": [{"system": RX, "code": "161"}]}}
+                ],
+            }
+        ],
+    }
+    del contained["medicationCodeableConcept"]
+    assert resolve(contained, ctx(contained), kb).how == INGREDIENTS
+
+    named = med("L1", system="urn:local", display="naproxen 500 MG Oral Tablet")
+    assert resolve(named, ctx(named), kb).how == NAME
+    assert "matched by name" in resolve(named, ctx(named), kb).name
+
+
+def test_unresolved_says_why(kb: KnowledgeBase) -> None:
+    order = med("7777778")
+    timed_out = ctx(
+        order, unresolved_codes={"7777778": "terminology service: no answer within 0.5 s"}
+    )
+    resolution = resolve(order, timed_out, kb)
+    assert not resolution.ok
+    assert resolution.problem == "terminology service: no answer within 0.5 s"
+    assert resolve(order, ctx(order), kb).problem == "not in the knowledge base"
+
+
+# ---------------------------------------------------------------- timing and dose
+@pytest.mark.parametrize(
+    ("timing", "days"),
+    [
+        ({"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}}, 7.0),
+        ({"repeat": {"frequency": 4, "period": 1, "periodUnit": "d"}}, 0.25),
+        ({"repeat": {"frequency": 1, "period": 8, "periodUnit": "h"}}, 1 / 3),
+        ({"code": {"coding": [{"code": "QD"}]}}, 1.0),
+        ({"code": {"coding": [{"code": "WK"}]}}, 7.0),
+        ({"code": {"text": "OD"}}, 1.0),
+        ({"code": {"text": "WEEKLY"}}, 7.0),
+        ({"code": {"text": "QW"}}, 7.0),
+        ({"code": {"text": "Q2D"}}, 2.0),
+        ({"code": {"text": "Q2W"}}, 14.0),
+        ({"code": {"text": "Q6H"}}, 0.25),
+        ({"code": {"text": "PRN"}}, None),
+        ({"repeat": {"count": 1}, "code": {"text": "STAT"}}, None),
+        (None, None),
+    ],
+)
+def test_interval_days(timing: Any, days: float | None) -> None:
+    assert interval_days(timing) == (pytest.approx(days) if days is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("code", "quantity", "mg"),
+    [
+        ("313782", {"value": 2, "unit": "tablet"}, 650.0),
+        ("313782", {"value": 1, "code": "{tbl}"}, 325.0),
+        ("313782", {"value": 1, "code": "g"}, 1000.0),
+        ("313782", {"value": 500, "unit": "mg"}, 500.0),
+        ("313782", {"value": 5, "unit": "drops"}, None),
+        ("993781", {"value": 1, "unit": "tablet"}, 300.0),  # the acetaminophen in it
+        ("993781", {"value": 300, "unit": "mg"}, None),  # mg of a combination: which one?
+    ],
+)
+def test_dose_in_mg_of_acetaminophen(
+    kb: KnowledgeBase, code: str, quantity: dict[str, Any], mg: float | None
+) -> None:
+    order = med(code, dosage={"doseAndRate": [{"doseQuantity": quantity}]})
+    drug = kb.drug(None, code)
+    assert drug is not None
+    assert dose_mg(order, drug, "161")[0] == mg
+
+
+def test_methotrexate_by_route_and_frequency(kb: KnowledgeBase) -> None:
+    oral = {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}]}
+    iv = {"coding": [{"system": "http://snomed.info/sct", "code": "47625008"}]}
+
+    def alerts(timing: dict[str, Any], route: dict[str, Any]) -> set[tuple[str, str]]:
+        order = med("105585", dosage={"timing": timing, "route": route})
+        return {(a.rule_id, a.level) for a in dose_check.check(ctx(order), kb)}
+
+    daily = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
+    weekly = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}}
+    assert alerts(daily, oral) == {("DOSE-METHOTREXATE-WEEKLY", "hard-stop")}
+    assert alerts(weekly, oral) == set()
+    assert alerts({"code": {"text": "WEEKLY"}}, oral) == set()
+    assert alerts(daily, iv) == set(), "the weekly rule is for oral methotrexate"
+    assert alerts({"code": {"text": "PRN"}}, oral) == {("DOSE-UNCHECKED", "info")}
+
+
+# ---------------------------------------------------------------- allergies
+def test_severity_and_text_only_allergies(kb: KnowledgeBase) -> None:
+    reaction = {"manifestation": [{"text": "Anaphylactic shock"}]}
+    assert severe({"reaction": [reaction]}) == "anaphylaxis"
+    assert severe({"reaction": [{"severity": "moderate"}]}) is None
+    text_only = {"resourceType": "AllergyIntolerance", "code": {"text": "sulfa drugs"}}
+    [found] = allergens(text_only, kb)
+    assert found.by_name and found.allergen.classes == {"sulfonamide-antibiotics"}
+    display_only = {
+        "code": {"coding": [{"system": "urn:x", "code": "1", "display": "Allergy to codeine"}]}
+    }
+    assert allergens(display_only, kb)[0].allergen.ingredients == {"2670"}
+
+
+def test_unreadable_allergy_is_reported_once_per_record(kb: KnowledgeBase) -> None:
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "id": "a1",
+        "patient": {"reference": "Patient/p1"},
+        "code": {"text": "the blue pills"},
+    }
+    food = {**allergy, "id": "a2", "category": ["food"], "code": {"text": "Shellfish"}}
+    [alert] = allergy_unchecked.check(ctx(med("310965"), allergies=(allergy, food)), kb)
+    assert (alert.rule_id, alert.level, alert.cause) == (
+        "ALLERGY-UNCHECKED",
+        "warning",
+        "allergy-unchecked:AllergyIntolerance/a1",
+    )
+
+
+# ---------------------------------------------------------------- orders on file
+def test_unknown_order_on_file_and_duplicate_therapy(kb: KnowledgeBase) -> None:
+    others = (med("99999999", rid="o1", status="active"), med("198014", rid="o2", status="active"))
+    context = ctx(med("310965"), other_orders=others)
+    [unknown] = unknown_other.check(context, kb)
+    assert unknown.cause == "unknown-other:MedicationRequest/o1"
+    [dup] = duplicate_therapy.check(context, kb)
+    assert dup.cause == "dup-class:two-nsaids" and "naproxen" in dup.message
+
+
+def test_acei_with_arb_is_duplicate_therapy_but_the_same_ingredient_is_not(
+    kb: KnowledgeBase,
+) -> None:
+    on_file = (med("979492", rid="l1", status="active"),)  # losartan 50 MG
+    assert duplicate_therapy.check(ctx(med("314076"), other_orders=on_file), kb)[0].cause == (
+        "dup-class:acei-arb"
+    )
+    same = (med("979485", rid="l2", status="active"),)  # losartan 25 MG
+    assert duplicate_therapy.check(ctx(med("979492"), other_orders=same), kb) == []
+
+
+def lab(rid: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+        **extra,
+    }
+
+
+def stamp(hours_ago: float) -> str:
+    return (NOW - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("other", "duplicate"),
+    [
+        (lab("a", "active", authoredOn=stamp(2)), True),
+        (lab("b", "active", authoredOn=stamp(30)), False),
+        (lab("c", "completed", meta={"lastUpdated": stamp(3)}), True),
+        (lab("d", "completed", meta={"lastUpdated": stamp(48)}), False),
+        (lab("e", "revoked", authoredOn=stamp(1)), False),
+        (lab("f", "active"), True),  # no time at all: an open order counts
+    ],
+)
+def test_cbc_look_back_window(kb: KnowledgeBase, other: dict[str, Any], duplicate: bool) -> None:
+    found = duplicate_order.check(
+        OrderContext(order=lab("new", "draft"), patient_id="p1", other_orders=(other,), now=NOW),
+        kb,
+    )
+    assert bool(found) is duplicate
+
+
+@pytest.mark.parametrize(
+    ("age", "rule"), [(7, "AGE-CODEINE-TRAMADOL-UNDER-12"), (12, None), (40, None)]
+)
+def test_codeine_age_limit(kb: KnowledgeBase, age: int, rule: str | None) -> None:
+    patient = {"resourceType": "Patient", "birthDate": f"{NOW.year - age}-01-01"}
+    found = patient_age.check(ctx(med("993781"), patient=patient), kb)
+    assert [a.rule_id for a in found] == ([rule] if rule else [])

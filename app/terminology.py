@@ -19,14 +19,12 @@ codes it did not answer, as a warning.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
-import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -59,6 +57,15 @@ class RxNavClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        parsed = urllib.parse.urlsplit(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"TERMINOLOGY_URL must be an http(s) URL, got {base_url!r}")
+        self._connection = (
+            http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        )
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._path = parsed.path.rstrip("/")
         self.shared = cache
         self.local = InProcessCache(clock)
         self.timeout = timeout_seconds
@@ -117,28 +124,31 @@ class RxNavClient:
         remaining = deadline - now
         if remaining <= 0:
             return Unavailable(f"terminology lookups took longer than {self.budget:g} s")
-        url = (
-            f"{self.base_url}/REST/rxcui/{urllib.parse.quote(code, safe='')}/related.json"
-            "?tty=IN+MIN"
-        )
+        path = f"{self._path}/REST/rxcui/{urllib.parse.quote(code, safe='')}/related.json"
         timeout = min(self.timeout, remaining)
+        connection = self._connection(self._host, self._port, timeout=timeout)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                body = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                found = Found(())
-                self._remember(code, found)
-                return found
-            return self._failed(f"HTTP {exc.code}")
+            connection.request("GET", f"{path}?tty=IN+MIN", headers={"Accept": "application/json"})
+            response = connection.getresponse()
+            status, raw = response.status, response.read()
         except TimeoutError:
             return self._failed(f"no answer within {timeout:g} s")
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError | socket.timeout):
-                return self._failed(f"no answer within {timeout:g} s")
-            return self._failed(f"cannot connect: {exc.reason}")
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            return self._failed(f"cannot connect: {type(exc).__name__}")
+        except http.client.HTTPException as exc:
             return self._failed(f"bad answer: {type(exc).__name__}")
+        finally:
+            connection.close()  # never leave a socket to the garbage collector
+        if status == 404:
+            found = Found(())
+            self._remember(code, found)
+            return found
+        if status != 200:
+            return self._failed(f"HTTP {status}")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._failed("bad answer: not JSON")
         found = Found(_ingredients(body))
         self._remember(code, found)
         return found

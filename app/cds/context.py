@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from app.cds.knowledge_base import Drug, KnowledgeBase
+from app.cds.kb.base import KnowledgeBase
+from app.cds.kb.model import Drug
 
 Hook = Literal["order-select", "order-sign"]
 HOOKS: tuple[Hook, ...] = ("order-select", "order-sign")

@@ -86,7 +86,8 @@ class ContextBuilder:
             others = [o for o in supplied.orders if o.get("resourceType") == rtype]
         else:
             others = self._other_orders(order, patient_id, hook)
-        others = [o for o in others if o is not order and o.get("id") != order.get("id")]
+        own_id = order.get("id")
+        others = [o for o in others if o is not order and not (own_id and o.get("id") == own_id)]
         context = OrderContext(
             order=order,
             patient_id=patient_id,

@@ -101,9 +101,8 @@ def _max_daily(
         return [_unchecked(label, why, limit.source, f"{cause}:unit")]
     if days is None:
         return []  # a single or as-needed dose: no daily total to compare
-    daily = mg / days if days >= 1 else mg * (1 / days)
-    if days > 1:
-        daily = mg  # one dose every few days never exceeds a daily maximum by itself
+    # Doses a day, at least one: a dose every few days still puts `mg` into that one day.
+    daily = mg / min(days, 1.0)
     if daily <= limit.mg + 1e-9:
         return []
     level: Level = limit.level  # type: ignore[assignment]  # schema enum

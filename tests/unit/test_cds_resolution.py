@@ -157,6 +157,7 @@ def test_interval_days(timing: Any, days: float | None) -> None:
         ("313782", {"value": 5, "unit": "drops"}, None),
         ("993781", {"value": 1, "unit": "tablet"}, 300.0),  # the acetaminophen in it
         ("993781", {"value": 300, "unit": "mg"}, None),  # mg of a combination: which one?
+        ("1092189", {"value": 2, "unit": "tablet"}, 1000.0),  # with diphenhydramine 25 MG
     ],
 )
 def test_dose_in_mg_of_acetaminophen(

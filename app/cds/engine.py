@@ -11,7 +11,6 @@ See: https://cds-hooks.hl7.org/2.0/#cds-service-response
 
 from __future__ import annotations
 
-import uuid as uuid_lib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -32,7 +31,6 @@ from app.cds.rules import DEFAULT_RULES, Rule
 SUMMARY_MAX: Final = 139
 """CDS Hooks 2.0: summary is a "one-sentence, <140-character" message."""
 
-CARD_NAMESPACE: Final = uuid_lib.UUID("0d8a3c52-6f7e-5b0e-9a51-3f1c2b7d4e60")
 RULE_TOPIC_SYSTEM: Final = "urn:orders-service:cds-rule"
 OVERRIDE_REASON_SYSTEM: Final = "urn:orders-service:cds:override-reason"
 SOURCE_LABEL: Final = "Orders service CDS"
@@ -120,30 +118,15 @@ def override_reasons(alert: Alert) -> list[dict[str, str]]:
     return [{"system": OVERRIDE_REASON_SYSTEM, "code": c, "display": _REASONS[c]} for c in codes]
 
 
-def card_uuid(alert: Alert, *, hook: str = "", scope: str = "") -> str:
-    """A deterministic uuid5 of (scope, hook, cause): the same finding, the same card."""
-    return str(uuid_lib.uuid5(CARD_NAMESPACE, f"{scope}|{hook}|{alert.cause}"))
-
-
-def card(
-    alert: Alert,
-    *,
-    source_label: str = SOURCE_LABEL,
-    uuid: str | None = None,
-    hook: str = "",
-    scope: str = "",
-) -> dict[str, Any]:
-    """A CDS Hooks 2.0 card for one alert.
-
-    `uuid` is used as given (e.g. derived from the stored alert, so feedback finds it);
-    otherwise a uuid5 of `scope` (e.g. the order reference or hookInstance), `hook` and the
-    alert's cause. No suggestions and no links.
+def card(alert: Alert, *, uuid: str, source_label: str = SOURCE_LABEL) -> dict[str, Any]:
+    """A CDS Hooks 2.0 card for one alert. The caller decides the `uuid` (the service layer
+    derives it from the stored alert, so feedback finds it again). No suggestions, no links.
     """
     detail = alert.detail or alert.message
     if alert.source:
         detail = f"{detail}\n\nSource: {alert.source}"
     body: dict[str, Any] = {
-        "uuid": uuid or card_uuid(alert, hook=hook, scope=scope),
+        "uuid": uuid,
         "summary": truncate(alert.message),
         "detail": detail,
         "indicator": indicator(alert.level),
@@ -196,26 +179,8 @@ class CdsEngine:
             found.extend(rule(ctx, self.kb))
         return deduplicate(found)
 
-    def card(
-        self,
-        alert: Alert,
-        *,
-        source_label: str = SOURCE_LABEL,
-        uuid: str | None = None,
-        hook: str = "",
-        scope: str = "",
-    ) -> dict[str, Any]:
-        return card(alert, source_label=source_label, uuid=uuid, hook=hook, scope=scope)
-
-    def cards(
-        self, ctx: OrderContext, *, source_label: str = SOURCE_LABEL, scope: str = ""
-    ) -> list[dict[str, Any]]:
-        """Evaluate and render: the CDS Hooks cards for one order."""
-        scope = scope or ctx.order_ref or ""
-        return [
-            card(a, source_label=source_label, hook=ctx.hook, scope=scope)
-            for a in self.evaluate(ctx)
-        ]
+    def card(self, alert: Alert, *, uuid: str, source_label: str = SOURCE_LABEL) -> dict[str, Any]:
+        return card(alert, uuid=uuid, source_label=source_label)
 
     @property
     def services(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from marshmallow import ValidationError, fields, validate
 
 from app.domain.clock import parse_range
 from app.domain.ids import from_legacy, is_valid_fhir_id
-from app.legacy_api.mapping.common import frequency_problem
+from app.legacy_api.mapping.frequency import frequency_problem
 
 PRIORITIES = ("routine", "urgent", "asap", "stat")
 READ_ONLY = "is read-only: the service sets it; remove it from the request"

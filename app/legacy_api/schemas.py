@@ -7,11 +7,14 @@ every problem into one `Issue` with its field path (`medicationDetail.dose`,
 them all at once.
 
 Decisions (DESIGN: "every field optional unless the seed shows it"):
-* a create needs `patientId`, `encounterId`, `orderType`, `orderCode` {system, code} and
-  exactly one detail block, the one of its type (`lab` and `laboratory` share `labDetail`);
-  fields inside the blocks are optional;
+* a create needs `patientId`, `encounterId`, `orderType` and `orderCode` {system, code};
+  a detail block, when sent, must be the one of its type (`lab` and `laboratory` share
+  `labDetail`). The block itself is optional (DESIGN §5) except for medication (the seed
+  shows dosing in it) and referral (the receiving service is named in it); fields inside
+  the blocks are optional;
 * `referralDetail.referralStatus` and `.scheduledAppointmentId` are read-only;
-* frequencies must be one the mapping understands (DESIGN §6, plus QnMIN and "<x> PRN");
+* frequencies must be one the mapping understands (DESIGN §6, plus QnMIN, QnD, weekly
+  forms and "<x> PRN"; see `app.legacy_api.mapping.frequency`);
 * date-times are RFC 3339 in the form FHIR stores (`2026-04-18T09:00:00Z`, or a date);
 * legacy ids are `[A-Za-z0-9._-]{1,64}` (they map to FHIR ids through `app.domain.ids`).
 """
@@ -42,6 +45,8 @@ from app.legacy_api.mapping.common import DETAIL_BLOCKS
 ORDER_TYPE_NAMES = tuple(DETAIL_BLOCKS)
 LEGACY_STATUSES = ("draft", "active", "on-hold", "completed", "cancelled", "entered-in-error")
 ALL_BLOCKS = tuple(dict.fromkeys(DETAIL_BLOCKS.values()))
+#: Order types whose detail block must be sent; every other type may omit its block.
+BLOCK_REQUIRED = frozenset({"medication", "referral"})
 MAX_BATCH = 100
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -140,8 +145,9 @@ class OrderFieldsSchema(Schema):
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _one_detail_block(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
-        """Exactly one detail block, the one of the order's type (judged on what was sent,
-        so a block with errors of its own is not also reported missing)."""
+        """At most one detail block, the one of the order's type, required only for the
+        types in BLOCK_REQUIRED (judged on what was sent, so a block with errors of its own
+        is not also reported missing)."""
         if not isinstance(original, Mapping):
             return
         order_type = original.get("orderType")
@@ -152,7 +158,7 @@ class OrderFieldsSchema(Schema):
         for block in ALL_BLOCKS:
             if block != expected and block in original:
                 errors[block] = [f"is not allowed for orderType {order_type!r} (send {expected})"]
-        if expected not in original:
+        if expected not in original and order_type in BLOCK_REQUIRED:
             errors[expected] = [f"is required for orderType {order_type!r}"]
         if errors:
             raise ValidationError(errors)

@@ -327,13 +327,15 @@ def test_query_parameters_match_the_marshmallow_schemas(
 
 
 def test_frequency_pattern_is_the_servers(document: dict[str, Any]) -> None:
-    from app.legacy_api.mapping.common import frequency_problem
+    from app.legacy_api.mapping.frequency import frequency_problem
 
     pattern = re.compile(document["components"]["schemas"]["Frequency"]["pattern"])
     valid = ["OD", "BD", "BID", "TDS", "TID", "QDS", "QID", "NOCTE", "STAT", "PRN", "OD PRN"]
     valid += ["od", "tds", "stat", "q4h", "Q6H prn", "Q01H", "Q99H", "Q5MIN", "Q005MIN"]
     valid += ["Q050MIN", "Q500MIN", " TDS ", "Q12H\tPRN"]
+    valid += ["WEEKLY", "weekly", "QW", "qw PRN", "Q2W", "Q02W", "Q1D", "Q14D", "Q99W"]
     invalid = ["Q0H", "Q00H", "Q100H", "Q0MIN", "Q000MIN", "Q1000MIN", "ODPRN", "x", "Q4 H"]
+    invalid += ["Q0W", "Q100D", "Q²H", "Q2WK", "WEEK"]
     invalid += ["STAT PRN", "PRN PRN", "", " "]
     for sample in valid + invalid:
         assert (frequency_problem(sample) is None) is (sample in valid), sample

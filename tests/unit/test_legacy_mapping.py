@@ -20,12 +20,12 @@ from app.legacy_api import schemas
 from app.legacy_api.mapping.common import (
     CLIENT_MUTATION_SYSTEM,
     DETAIL_BLOCKS,
-    GTS_ABBREVIATION,
     LEGACY_EXT,
     RXNORM,
     SNOMED,
-    parse_frequency,
 )
+from app.legacy_api.mapping.frequency import GTS_ABBREVIATION, frequency_of, parse_frequency
+from app.legacy_api.mapping.frequency import frequency_problem as schemas_frequency_problem
 from app.services import alerts as alert_store
 from tests.seed_examples import SEED_ORDER_SET
 
@@ -318,6 +318,16 @@ def test_payload_without_priority_on_detail_only() -> None:
         ("STAT", None, {"count": 1}, False),
         ("PRN", None, None, True),
         ("Q4H PRN", "Q4H", {"frequency": 1, "period": 4, "periodUnit": "h"}, True),
+        # Issue 11 item 3: weekly and n-daily forms (methotrexate once weekly).
+        ("WEEKLY", "WK", {"frequency": 1, "period": 1, "periodUnit": "wk"}, False),
+        ("QW", "WK", {"frequency": 1, "period": 1, "periodUnit": "wk"}, False),
+        ("qw", "WK", {"frequency": 1, "period": 1, "periodUnit": "wk"}, False),
+        ("Q1W", "WK", {"frequency": 1, "period": 1, "periodUnit": "wk"}, False),
+        ("Q2W", None, {"frequency": 1, "period": 2, "periodUnit": "wk"}, False),
+        ("Q1D", "QD", {"frequency": 1, "period": 1, "periodUnit": "d"}, False),
+        ("Q2D", "QOD", {"frequency": 1, "period": 2, "periodUnit": "d"}, False),
+        ("Q3D", None, {"frequency": 1, "period": 3, "periodUnit": "d"}, False),
+        ("QW PRN", "WK", {"frequency": 1, "period": 1, "periodUnit": "wk"}, True),
     ],
 )
 def test_frequency_table(
@@ -342,6 +352,39 @@ def test_frequency_table(
 def test_unknown_frequency_is_refused_by_the_mapping_too() -> None:
     with pytest.raises(ValueError):
         parse_frequency("every so often")
+
+
+@pytest.mark.parametrize("text", ["Q0W", "Q0D", "Q100W", "Q²H", "Q٣D", "FORTNIGHTLY", "Q2 W"])
+def test_unknown_or_non_ascii_frequency_lists_accepted_forms(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_frequency(text)
+    problem = schemas_frequency_problem(text)
+    assert problem is not None
+    if "known" in problem:
+        assert "WEEKLY/QW" in problem and "QnW" in problem and "QnD" in problem
+
+
+@pytest.mark.parametrize(
+    ("timing", "legacy"),
+    [
+        ({"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}}, "QW"),
+        ({"repeat": {"frequency": 1, "period": 2, "periodUnit": "wk"}}, "Q2W"),
+        ({"repeat": {"frequency": 1, "period": 3, "periodUnit": "d"}}, "Q3D"),
+        ({"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}, "OD"),
+        ({"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}}, "TID"),
+        ({"repeat": {"frequency": 1, "period": 4, "periodUnit": "h"}}, "Q4H"),
+        ({"repeat": {"count": 1}}, "STAT"),
+        ({"code": {"coding": [{"system": GTS_ABBREVIATION, "code": "WK"}]}}, "QW"),
+        ({"code": {"coding": [{"system": GTS_ABBREVIATION, "code": "QOD"}]}}, "Q2D"),
+        ({"repeat": {"frequency": 2, "period": 3, "periodUnit": "wk"}}, None),
+    ],
+)
+def test_fhir_timing_back_to_legacy(timing: dict[str, Any], legacy: str | None) -> None:
+    """A Timing written by a FHIR client (no legacy text) still reads back as a legacy
+    frequency, and that frequency parses to the same repeat."""
+    assert frequency_of(timing) == legacy
+    if legacy is not None and "repeat" in timing:
+        assert parse_frequency(legacy).timing["repeat"] == timing["repeat"]
 
 
 # ---------------------------------------------------------------- status and responses

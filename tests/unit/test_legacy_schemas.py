@@ -300,18 +300,37 @@ def test_detail_block_of_another_type() -> None:
     assert "labDetail" in found["medicationDetail"]
 
 
-def test_wrong_block_alone_reports_both_blocks() -> None:
+def test_wrong_block_alone_is_refused() -> None:
     body = order("radiology")
     del body["radiologyDetail"]
     body["procedureDetail"] = {"bodySite": "chest"}
-    assert set(problems(s.CreateOrderSchema, body)) == {"procedureDetail", "radiologyDetail"}
+    assert set(problems(s.CreateOrderSchema, body)) == {"procedureDetail"}
 
 
-def test_missing_detail_block() -> None:
-    body = order("diet")
-    del body["dietDetail"]
+def test_wrong_block_alone_reports_both_blocks_when_own_is_required() -> None:
+    body = order("referral")
+    del body["referralDetail"]
+    body["procedureDetail"] = {"bodySite": "chest"}
+    assert set(problems(s.CreateOrderSchema, body)) == {"procedureDetail", "referralDetail"}
+
+
+@pytest.mark.parametrize(
+    "order_type", ["diet", "laboratory", "lab", "radiology", "procedure", "nursing", "activity"]
+)
+def test_detail_block_is_optional(order_type: str) -> None:
+    """Issue 11 item 1: DESIGN §5 makes the block itself optional."""
+    body = order(order_type)
+    del body[s.DETAIL_BLOCKS[order_type]]
+    assert load(s.CreateOrderSchema, body) == body
+
+
+@pytest.mark.parametrize("order_type", ["medication", "referral"])
+def test_detail_block_still_required(order_type: str) -> None:
+    body = copy.deepcopy(SEED_MEDICATION) if order_type == "medication" else order(order_type)
+    block = s.DETAIL_BLOCKS[order_type]
+    del body[block]
     found = problems(s.CreateOrderSchema, body)
-    assert found == {"dietDetail": "is required for orderType 'diet'"}
+    assert found == {block: f"is required for orderType {order_type!r}"}
 
 
 def test_lab_alias_uses_lab_detail() -> None:

@@ -46,9 +46,9 @@ from app.legacy_api.mapping.common import (
     history_entries,
     legacy_id_of,
     legacy_status,
-    parse_frequency,
 )
 from app.legacy_api.mapping.create import order_to_fhir, resource_type_of
+from app.legacy_api.mapping.frequency import parse_frequency
 from app.legacy_api.mapping.order_set import (
     has_order_type,
     instantiate_payloads,

@@ -6,8 +6,7 @@
 * legacy extensions: a legacy field with no FHIR element of its own is kept in an extension
   `urn:orders-service:legacy:<field path>` (`labDetail.fastingRequired`, `orderType`), so
   nothing a client sent is lost.
-* frequencies: the legacy dosing frequencies of DESIGN §6 as FHIR Timing (R4 timing
-  abbreviation code where one exists, always `repeat`, the client's text in `code.text`).
+* frequencies: in `app.legacy_api.mapping.frequency`.
 * ids: legacy ↔ FHIR ids only through `app.domain.ids`.
 * alerts (stored DetectedIssue → `cdsAlerts[]`) and history (versions + Provenance →
   `history[]`).
@@ -35,7 +34,6 @@ UCUM = "http://unitsofmeasure.org"
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
-GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 SYSTEM_EXT = LEGACY_EXT + "system"
 
 #: Short names clients use for code systems → the canonical URI stored in FHIR.
@@ -197,97 +195,6 @@ def legacy_id_of(ref: Any, resource_type: str | None = None) -> str | None:
     if len(parts) < 2 or (resource_type is not None and parts[-2] != resource_type):
         return None
     return to_legacy(parts[-1])
-
-
-# ---------------------------------------------------------------- frequencies (DESIGN §6)
-FREQUENCY = re.compile(
-    r"^(?:(?P<base>OD|BD|BID|TDS|TID|QDS|QID|NOCTE|STAT|Q(?P<hours>\d{1,2})H|Q(?P<minutes>\d{1,3})MIN)"
-    r"(?:\s+(?P<prn>PRN))?|(?P<only>PRN))$",
-    re.IGNORECASE,
-)
-#: legacy base frequency → (R4 timing abbreviation code or None, Timing.repeat)
-_FIXED: dict[str, tuple[str | None, JSON]] = {
-    "OD": ("QD", {"frequency": 1, "period": 1, "periodUnit": "d"}),
-    "BD": ("BID", {"frequency": 2, "period": 1, "periodUnit": "d"}),
-    "BID": ("BID", {"frequency": 2, "period": 1, "periodUnit": "d"}),
-    "TDS": ("TID", {"frequency": 3, "period": 1, "periodUnit": "d"}),
-    "TID": ("TID", {"frequency": 3, "period": 1, "periodUnit": "d"}),
-    "QDS": ("QID", {"frequency": 4, "period": 1, "periodUnit": "d"}),
-    "QID": ("QID", {"frequency": 4, "period": 1, "periodUnit": "d"}),
-    "NOCTE": ("BED", {"frequency": 1, "period": 1, "periodUnit": "d", "when": ["HS"]}),
-    "STAT": (None, {"count": 1}),
-}
-#: QnH codes in the R4 timing-abbreviation value set (v3 GTSAbbreviation).
-_HOURLY_CODES = frozenset({1, 2, 3, 4, 6, 8})
-
-
-@dataclass(frozen=True)
-class Frequency:
-    """A parsed legacy frequency: the Timing to store, and whether it is as-needed."""
-
-    timing: JSON
-    as_needed: bool
-
-
-def frequency_problem(text: str) -> str | None:
-    """Why `text` is not a legacy frequency we can map, or None when it is."""
-    m = FREQUENCY.match(text.strip())
-    if m is None:
-        return (
-            f"{text!r} is not a known frequency (OD, BD/BID, TDS/TID, QDS/QID, QnH, QnMIN, "
-            "NOCTE, STAT, PRN, or one of them followed by PRN)"
-        )
-    if m.group("hours") is not None and int(m.group("hours")) == 0:
-        return "QnH needs n of at least 1"
-    if m.group("minutes") is not None and int(m.group("minutes")) == 0:
-        return "QnMIN needs n of at least 1"
-    if (m.group("base") or "").upper() == "STAT" and m.group("prn"):
-        return "STAT PRN is contradictory: STAT is a single immediate dose"
-    return None
-
-
-def parse_frequency(text: str) -> Frequency:
-    """Legacy frequency → FHIR Timing (DESIGN §6). `text` is kept in `Timing.code.text`.
-
-    Raises ValueError for a frequency `frequency_problem` rejects.
-    """
-    problem = frequency_problem(text)
-    m = FREQUENCY.match(text.strip())
-    if problem is not None or m is None:
-        raise ValueError(problem)
-    code: str | None = None
-    repeat: JSON | None = None
-    base = (m.group("base") or "").upper()
-    if m.group("hours") is not None:
-        hours = int(m.group("hours"))
-        code = f"Q{hours}H" if hours in _HOURLY_CODES else None
-        repeat = {"frequency": 1, "period": hours, "periodUnit": "h"}
-    elif m.group("minutes") is not None:
-        repeat = {"frequency": 1, "period": int(m.group("minutes")), "periodUnit": "min"}
-    elif base:
-        code, fixed = _FIXED[base]
-        repeat = dict(fixed)
-    concept: JSON = {"text": text}
-    if code is not None:
-        concept["coding"] = [{"system": GTS_ABBREVIATION, "code": code}]
-    timing: JSON = {"code": concept}
-    if repeat is not None:
-        timing["repeat"] = repeat
-    return Frequency(timing, bool(m.group("prn") or m.group("only")))
-
-
-def frequency_of(timing: Any) -> str | None:
-    """FHIR Timing → the legacy frequency (the client's text, else the abbreviation code)."""
-    if not isinstance(timing, dict):
-        return None
-    concept = timing.get("code")
-    if isinstance(concept, dict):
-        if concept.get("text"):
-            return str(concept["text"])
-        for coding in concept.get("coding") or ():
-            if isinstance(coding, dict) and coding.get("code"):
-                return str(coding["code"])
-    return None
 
 
 # ---------------------------------------------------------------- status

@@ -23,12 +23,11 @@ from app.legacy_api.mapping.common import (
     add_ext,
     ext_value,
     first_coding,
-    frequency_of,
-    parse_frequency,
     same_code,
     text_of,
     to_concept,
 )
+from app.legacy_api.mapping.frequency import frequency_of, parse_frequency
 
 DETAIL = "medicationDetail"
 

@@ -32,10 +32,10 @@ from app.legacy_api.mapping.common import (
     legacy_ext,
     legacy_id_of,
     now_instant,
-    parse_frequency,
     to_concept,
 )
 from app.legacy_api.mapping.create import order_to_fhir
+from app.legacy_api.mapping.frequency import parse_frequency
 
 PLAN_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 #: Template fields whose value is a list (one extension per item).

@@ -35,13 +35,12 @@ from app.legacy_api.mapping.common import (
     JSON,
     add_ext,
     ext_value,
-    frequency_of,
     legacy_id_of,
-    parse_frequency,
     reference,
     text_of,
     to_concept,
 )
+from app.legacy_api.mapping.frequency import frequency_of, parse_frequency
 
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 #: Legacy modality (lower case) → DICOM modality code and display (DICOM PS3.16 CID 29).

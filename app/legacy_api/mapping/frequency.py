@@ -144,17 +144,19 @@ def frequency_of(timing: Any) -> str | None:
     return _frequency_of_repeat(timing.get("repeat"))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _frequency_of_repeat(repeat: Any) -> str | None:
     if not isinstance(repeat, dict):
         return None
     if repeat.get("count") == 1 and "period" not in repeat:
         return "STAT"
-    frequency, period, unit = (
-        repeat.get("frequency", 1),
-        repeat.get("period"),
-        repeat.get("periodUnit"),
-    )
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (frequency, period)):
+    frequency: Any = repeat.get("frequency", 1)
+    period: Any = repeat.get("period")
+    unit: Any = repeat.get("periodUnit")
+    if not (_is_int(frequency) and _is_int(period)):
         return None
     if repeat.get("when") == ["HS"] and (frequency, period, unit) == (1, 1, "d"):
         return "NOCTE"

@@ -6,6 +6,10 @@ replay is answered byte for byte and a twin that arrives while the first is stil
 `conditional_keys`, with the payload's hash), so neither a Redis flush, an outage nor a race
 can create a second order: the loser finds the key taken and answers from the stored order.
 Redis failures are swallowed here: it is a cache, never a dependency of correctness.
+
+A key belongs to its tenant and its token subject (`sub`), in Redis and in the database:
+another user of the same tenant who sends the same `clientMutationId` has a different key,
+so a colleague's order is never replayed to them (DESIGN §5; issue 11, item 9).
 """
 
 from __future__ import annotations
@@ -36,17 +40,32 @@ def payload_hash(payload: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def db_key(client_mutation_id: str) -> str:
-    """The key row id in `conditional_keys` (hashed: keys are client-chosen strings)."""
-    return hashlib.sha256(f"cmid:{client_mutation_id}".encode()).hexdigest()
+def _scoped(subject: str, client_mutation_id: str) -> bytes:
+    """Subject and key, unambiguously joined (the subject's length first)."""
+    return f"{len(subject)}:{subject}:{client_mutation_id}".encode()
+
+
+def db_key(subject: str, client_mutation_id: str) -> str:
+    """The key row id in `conditional_keys` (the row also carries the tenant); hashed, as
+    keys and subjects are client-chosen strings."""
+    return hashlib.sha256(b"cmid:" + _scoped(subject, client_mutation_id)).hexdigest()
 
 
 class MutationGuard:
-    """One client mutation: `begin` → (work) → `complete` or `abort`."""
+    """One client mutation: `begin` → (work) → `complete` or `abort`.
 
-    def __init__(self, cache: Cache, tenant_id: str, client_mutation_id: str, payload: Any):
+    A create answered from the database (the stored key matched) must still `complete`:
+    otherwise the in-flight marker `begin` set outlives the request and every retry within
+    its TTL is 409 DUPLICATE_MUTATION (issue 11, item 17).
+    """
+
+    def __init__(
+        self, cache: Cache, tenant_id: str, subject: str, client_mutation_id: str, payload: Any
+    ):
         self.cache = cache
-        self.key = f"idem:{tenant_id}:{hashlib.sha256(client_mutation_id.encode()).hexdigest()}"
+        digest = hashlib.sha256(_scoped(subject, client_mutation_id)).hexdigest()
+        self.key = f"idem:{tenant_id}:{digest}"
+        self.db_key = db_key(subject, client_mutation_id)
         self.client_mutation_id = client_mutation_id
         self.hash = payload_hash(payload)
         self.claimed = False

@@ -23,7 +23,7 @@ from app.legacy_api.http import (
     unit_of_work,
 )
 from app.runtime import get_runtime
-from app.services.idempotency import MutationGuard, db_key
+from app.services.idempotency import MutationGuard
 from app.services.order_reads import OrderReader, OrderSnapshot
 from app.services.orders import MutationKey, OrderService
 
@@ -42,7 +42,7 @@ def _create_one(who: Any, raw: Any, prefix: str = "") -> tuple[int, bytes, bool]
         )
     runtime = get_runtime()
     cmid = payload.get("clientMutationId")
-    guard = MutationGuard(runtime.cache, who.tenant_id, cmid, raw) if cmid else None
+    guard = MutationGuard(runtime.cache, who.tenant_id, who.sub, cmid, raw) if cmid else None
     if guard is not None:
         replay = guard.begin()
         if replay is not None:
@@ -50,7 +50,7 @@ def _create_one(who: Any, raw: Any, prefix: str = "") -> tuple[int, bytes, bool]
     try:
         with unit_of_work(who) as uow:
             resource = mapping.order_to_fhir(payload, now=utcnow())
-            mutation = MutationKey(db_key(cmid), guard.hash) if guard and cmid else None
+            mutation = MutationKey(guard.db_key, guard.hash) if guard else None
             result = OrderService(uow, runtime.cds).create(
                 resource["resourceType"], resource, mutation=mutation
             )
@@ -59,7 +59,8 @@ def _create_one(who: Any, raw: Any, prefix: str = "") -> tuple[int, bytes, bool]
         if guard is not None:
             guard.abort()
         raise
-    if guard is not None and not result.replayed:
+    if guard is not None:
+        # Also after a replay from the database: that clears the in-flight marker.
         guard.complete(201, out)
     return 201, out, result.replayed
 

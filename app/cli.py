@@ -8,6 +8,7 @@ the instance folder (which holds the development signing key).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from app.db import make_engine
 from app.migrate import upgrade
 from app.runtime import get_runtime, rxnorm_overlay
 from app.rxnorm_import import build_overlay, write_overlay
-from app.settings import ConfigurationError, Settings
+from app.settings import DEV_MODE_ENV, DEV_MODE_WARNING, ConfigurationError, Settings
 
 DEMO_TENANT = "demo"
 DEV_TOKEN_LIFETIME_SECONDS = 8 * 3600  # a working day; the dev runner prints it once
@@ -33,6 +34,25 @@ def _settings() -> Settings:
         return Settings.from_env()
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _dev_mode_settings(opt_in: bool) -> Settings:
+    """Settings for a server: development mode only when asked for, and then loudly.
+
+    The opt-in is put in the environment so that gunicorn's workers, which build their own
+    settings from it, see it too.
+    """
+    if opt_in:
+        os.environ[DEV_MODE_ENV] = "1"
+    settings = _settings()
+    try:
+        settings.check_dev_mode_opt_in()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if settings.dev_mode:
+        banner = "!" * 78
+        click.secho(f"{banner}\n{DEV_MODE_WARNING}\n{banner}", fg="red", bold=True, err=True)
+    return settings
 
 
 def _bind_address(host: str, port: int) -> str:
@@ -133,9 +153,15 @@ _threads = click.option(
     "--workers", default=2, show_default=True, type=click.IntRange(1), help="Worker processes."
 )
 @_threads
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option(
+    "--dev",
+    "dev_mode",
+    is_flag=True,
+    help=f"Allow development mode (no OIDC_*; local signing key). Same as {DEV_MODE_ENV}=1.",
+)
+def serve(host: str, port: int, workers: int, threads: int, dev_mode: bool) -> None:
     """Serve HTTP with gunicorn (production WSGI server, threaded workers)."""
-    _settings()  # fail here, before forking, on an impossible configuration
+    _dev_mode_settings(dev_mode)  # fail here, before forking, on an impossible configuration
     _run_gunicorn(host, port, workers, threads)
 
 
@@ -202,7 +228,7 @@ def token(
 @_threads
 def dev(host: str, port: int, workers: int | None, threads: int) -> None:
     """Migrate, seed the demo tenant, print a CLINICIAN token and a curl line, then serve."""
-    settings = _settings()
+    settings = _dev_mode_settings(True)
     _migrate(settings)
     _seed(settings)
     # The in-process cache is per process; one worker keeps idempotent replays consistent.

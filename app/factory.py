@@ -3,6 +3,8 @@ error handling every face registers its renderer with (app/web/errors.py)."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
 from app import health, observability
@@ -10,14 +12,24 @@ from app.cds_hooks import routes as cds_hooks_routes
 from app.fhir import routes as fhir_routes
 from app.legacy_api import routes as legacy_routes
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import DEV_MODE_WARNING, Settings
 from app.web import errors
+
+log = logging.getLogger("app")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+    if settings is None:
+        # The WSGI entry point (wsgi.py, gunicorn workers): development mode must be asked for.
+        settings = Settings.from_env()
+        settings.check_dev_mode_opt_in()
+    if settings.dev_mode:
+        log.warning(DEV_MODE_WARNING)
     app = Flask("app", instance_path=str(settings.instance_path.resolve()))
     app.config["SETTINGS"] = settings
+    if settings.trusted_hosts:
+        # Flask 3.1: a request naming another Host is 400 before any view runs.
+        app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider attribute
     observability.init_app(app)

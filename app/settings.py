@@ -8,6 +8,12 @@ from pathlib import Path
 
 DEV_ISSUER = "urn:orders-service:dev"
 DEV_AUDIENCE = "orders-service"
+DEV_MODE_ENV = "ORDERS_DEV_MODE"
+DEV_MODE_WARNING = (
+    "DEVELOPMENT MODE: no OIDC_* is set, so tokens are verified against a local signing key "
+    "in the instance folder. Anyone who can read that key can mint ADMIN tokens for any "
+    "tenant. Never expose this server to real users or real patient data."
+)
 
 
 class ConfigurationError(RuntimeError):
@@ -26,6 +32,11 @@ class Settings:
     public_base_url: str | None = None
     #: An RxNav-compatible REST base (RxNav-in-a-Box) for codes the knowledge base lacks.
     terminology_url: str | None = None
+    #: Host names (and `host:port`) a request may name; with no PUBLIC_BASE_URL, links are
+    #: built from the request host, so outside development mode one of them is required.
+    trusted_hosts: tuple[str, ...] = ()
+    #: ORDERS_DEV_MODE=1 (or `serve --dev`): the operator knowingly runs development mode.
+    dev_mode_opt_in: bool = False
     max_body_bytes: int = 1024 * 1024
     # Extra knobs for tests; never read from the environment.
     extra: dict[str, object] = field(default_factory=dict)
@@ -58,6 +69,10 @@ class Settings:
             oidc_client_id=env.get("OIDC_CLIENT_ID") or None,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
             terminology_url=(env.get("TERMINOLOGY_URL") or "").rstrip("/") or None,
+            trusted_hosts=tuple(
+                h.strip() for h in (env.get("TRUSTED_HOSTS") or "").split(",") if h.strip()
+            ),
+            dev_mode_opt_in=(env.get(DEV_MODE_ENV) or "").strip().lower() in ("1", "true", "yes"),
         )
         settings.check()
         return settings
@@ -68,4 +83,21 @@ class Settings:
             raise ConfigurationError(
                 "OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL must be set together "
                 "(or all left unset for development mode)"
+            )
+        if not self.dev_mode and not (self.public_base_url or self.trusted_hosts):
+            # fullUrl, Location and paging links would follow any Host a client sends, so a
+            # client following `next` could be sent (with its token) elsewhere (issue 11).
+            raise ConfigurationError(
+                "outside development mode set PUBLIC_BASE_URL (the absolute base of links) or "
+                "TRUSTED_HOSTS (comma-separated host names requests may use)"
+            )
+
+    def check_dev_mode_opt_in(self) -> None:
+        """Development mode must be asked for (`serve --dev` or ORDERS_DEV_MODE=1): a server
+        started without OIDC_* by mistake must not come up trusting a local key file."""
+        if self.dev_mode and not self.dev_mode_opt_in:
+            raise ConfigurationError(
+                "no OIDC_ISSUER/OIDC_AUDIENCE/OIDC_JWKS_URL is set, which is development mode "
+                f"(tokens signed by a local key file); refusing to serve. Configure OIDC, or "
+                f"pass --dev (or set {DEV_MODE_ENV}=1) to run development mode on purpose"
             )

@@ -72,6 +72,7 @@ class Server:
             str(self.workers),
             "--threads",
             str(self.threads),
+            "--dev",  # development tokens on loopback: the benchmark mints its own
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(

@@ -25,6 +25,11 @@ _SIGNING_KTY = frozenset({"RSA", "EC"})
 _MAX_JWKS_BYTES = 1024 * 1024
 
 
+class KeySetUnavailable(Unauthenticated):
+    """The key set could not be had at all. The message names the URL and the failure: it
+    is for the log only; clients get a generic 401 (issue 11, item 14)."""
+
+
 class JwksCache:
     """Thread-safe, lazily filled cache of one JWKS URL's signing keys, looked up by `kid`.
 
@@ -73,7 +78,7 @@ class JwksCache:
                 if key is not None:
                     return key
         if not self._loaded:
-            raise Unauthenticated(
+            raise KeySetUnavailable(
                 "Cannot verify the token: the identity provider's key set is unavailable"
                 + (f" ({self._last_error})" if self._last_error else "")
             )
@@ -99,7 +104,7 @@ class JwksCache:
         except Unauthenticated as exc:
             self._last_error = exc.message
             if not self._loaded:
-                raise
+                raise KeySetUnavailable(exc.message) from exc
             return
         self._keys = keys
         self._loaded = True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 import threading
@@ -31,7 +32,7 @@ from typing import Any, NamedTuple
 from app.auth import ENTITLEMENT, ROLES, Principal
 from app.auth._jose import JsonWebSignature, Key
 from app.auth.devkeys import load_or_create_dev_key
-from app.auth.jwks import JwksCache
+from app.auth.jwks import JwksCache, KeySetUnavailable
 from app.auth.scopes import parse_scopes, scope_allows
 from app.domain.ids import from_legacy, is_valid_fhir_id
 from app.errors import (
@@ -42,6 +43,8 @@ from app.errors import (
     Unauthenticated,
 )
 from app.settings import ConfigurationError, Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LEEWAY_SECONDS", "Authenticator", "VerifiedTokenCache", "scope_allows"]
 
@@ -324,10 +327,16 @@ class Authenticator:
 
     def _key_for(self, kid: str | None) -> Key:
         if self._jwks is not None:
+            # The key set's errors name its URL and the failure: logged (with the request
+            # id), never sent to the client (issue 11, item 14).
             try:
                 return self._jwks.key_for(kid)
+            except KeySetUnavailable as exc:
+                log.warning("token not verified: %s", exc.message)
+                raise _invalid("The token could not be verified") from exc
             except Unauthenticated as exc:
-                raise _invalid(exc.message) from exc
+                log.info("token not verified: %s", exc.message)
+                raise _invalid("Token signed with an unknown key") from exc
         key = self._dev_signing_key()
         if kid is not None and kid != key.kid:
             raise _invalid("Token signed with an unknown key (not the development key)")

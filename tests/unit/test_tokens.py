@@ -794,8 +794,9 @@ def test_unreachable_jwks_is_401(oidc_settings: Settings) -> None:
     cache = JwksCache(f"http://127.0.0.1:{port}/certs", timeout=2.0)
     auth = Authenticator(oidc_settings, jwks=cache)
     token = sign(new_key("RSA", "k"), idp_claims(), kid="k")
-    with pytest.raises(Unauthenticated, match="key set"):
+    with pytest.raises(Unauthenticated, match="could not be verified") as info:
         auth.authenticate(bearer(token), "demo")
+    assert str(port) not in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -812,7 +813,7 @@ def test_broken_jwks_responses_are_401(
     oidc_auth: Authenticator, idp: JwksServer, rsa1: Key, status: int, body: bytes
 ) -> None:
     idp.status, idp.raw_body = status, body
-    with pytest.raises(Unauthenticated, match="key set"):
+    with pytest.raises(Unauthenticated, match="could not be verified"):
         oidc_auth.authenticate(bearer(sign(rsa1, idp_claims(), kid="rsa-1")), "demo")
 
 
@@ -823,7 +824,7 @@ def test_failed_refresh_keeps_known_keys(
     oidc_auth.authenticate(bearer(known), "demo")
     idp.status = 503
     idp_clock.t += 30.0
-    with pytest.raises(Unauthenticated, match="refresh failed"):
+    with pytest.raises(Unauthenticated, match="unknown key"):
         oidc_auth.authenticate(bearer(sign(rsa2, idp_claims(), kid="rsa-2")), "demo")
     assert idp.requests == 2
     assert oidc_auth.authenticate(bearer(known), "demo").sub

@@ -13,7 +13,7 @@ from app.fhir import routes as fhir_routes
 from app.legacy_api import routes as legacy_routes
 from app.runtime import Runtime
 from app.settings import DEV_MODE_WARNING, Settings
-from app.web import errors
+from app.web import errors, headers
 
 log = logging.getLogger("app")
 
@@ -39,4 +39,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     fhir_routes.init_app(app)
     cds_hooks_routes.init_app(app)
     legacy_routes.init_app(app)
+    headers.init_app(app)
     return app

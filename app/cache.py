@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,9 +20,14 @@ from redis.retry import Retry
 from app.settings import Settings
 
 CacheKind = Literal["redis", "in-process"]
+_T = TypeVar("_T")
 
-# A dead or black-holed Redis must cost a request at most a couple of seconds, never a hang.
-REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
+# Redis on the same network answers in well under a millisecond; a frozen one (stopped, not
+# refusing connections) must cost a request a fraction of a second once, then nothing while
+# the circuit is open (issue 11, item 18).
+REDIS_SOCKET_TIMEOUT_SECONDS = 0.25
+#: After a failure, Redis is not called again for this long; then one caller probes it.
+REDIS_COOLDOWN_SECONDS = 5.0
 
 
 class CacheUnavailable(Exception):
@@ -57,61 +62,106 @@ def _check_ttl(ttl_seconds: int) -> None:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
 
 
-class RedisCache:
-    """Redis through redis-py, with short timeouts and a single immediate retry.
+class CircuitBreaker:
+    """Stops calling a failing dependency for `cooldown` seconds after a failure.
 
-    One retry without back-off lets a pooled connection broken by a Redis restart be
-    replaced transparently; redis-py's default exponential back-off would turn an outage
-    into multi-second stalls on every request.
+    Closed: calls go through. After a failure it opens: `allow()` is False until the
+    cooldown has passed; then exactly one caller is let through (the probe) while the others
+    keep failing fast, and its outcome closes the circuit or opens it again. Thread-safe.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing = False
+        self._open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._failing
+
+    def allow(self) -> bool:
+        with self._lock:
+            if not self._failing:
+                return True
+            now = self._clock()
+            if now < self._open_until:
+                return False
+            self._open_until = now + self.cooldown  # this caller probes; others wait
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self._failing = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failing = True
+            self._open_until = self._clock() + self.cooldown
+
+
+class RedisCache:
+    """Redis through redis-py, with short timeouts, one retry on a broken connection, and a
+    circuit breaker.
+
+    One immediate retry on a connection error lets a pooled connection broken by a Redis
+    restart be replaced transparently; a timeout is not retried (a frozen Redis would only
+    time out again). Any failure opens the circuit: for `REDIS_COOLDOWN_SECONDS` no call
+    reaches Redis and each answers CacheUnavailable at once, so a frozen cache costs one
+    request a fraction of a second and the rest nothing, as a refused one does.
+    """
+
+    def __init__(
+        self, url: str, *, breaker: CircuitBreaker | None = None, timeout: float | None = None
+    ) -> None:
+        timeout = REDIS_SOCKET_TIMEOUT_SECONDS if timeout is None else timeout
         self._client: redis.Redis = redis.Redis.from_url(
             url,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 1),
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             health_check_interval=30,
         )
+        self.breaker = breaker or CircuitBreaker(REDIS_COOLDOWN_SECONDS)
 
     @property
     def kind(self) -> CacheKind:
         return "redis"
 
-    def get(self, key: str) -> bytes | None:
+    def _call(self, what: str, command: Callable[[], _T]) -> _T:
+        if not self.breaker.allow():
+            raise CacheUnavailable(f"redis {what} skipped: circuit open after a failure")
         try:
-            value = self._client.get(key)
+            result = command()
         except redis.RedisError as exc:
-            raise CacheUnavailable(f"redis GET failed: {type(exc).__name__}") from exc
+            self.breaker.failure()
+            raise CacheUnavailable(f"redis {what} failed: {type(exc).__name__}") from exc
+        self.breaker.success()
+        return result
+
+    def get(self, key: str) -> bytes | None:
+        value = self._call("GET", lambda: self._client.get(key))
         if value is None or isinstance(value, bytes):
             return value
         raise CacheUnavailable(f"redis GET returned {type(value).__name__}, expected bytes")
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
-        try:
-            self._client.set(key, value, ex=ttl_seconds)
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"redis SET failed: {type(exc).__name__}") from exc
+        self._call("SET", lambda: self._client.set(key, value, ex=ttl_seconds))
 
     def set_if_absent(self, key: str, value: bytes, ttl_seconds: int) -> bool:
         _check_ttl(ttl_seconds)
-        try:
-            stored = self._client.set(key, value, ex=ttl_seconds, nx=True)
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"redis SET NX failed: {type(exc).__name__}") from exc
+        stored = self._call("SET NX", lambda: self._client.set(key, value, ex=ttl_seconds, nx=True))
         return bool(stored)
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete(key)
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"redis DEL failed: {type(exc).__name__}") from exc
+        self._call("DEL", lambda: self._client.delete(key))
 
     def ping(self) -> bool:
         try:
-            return bool(self._client.ping())
-        except redis.RedisError:
+            return bool(self._call("PING", self._client.ping))
+        except CacheUnavailable:
             return False
 
     def close(self) -> None:

@@ -11,10 +11,10 @@ import orjson
 from flask import Blueprint, Flask, Response, request
 
 from app.auth import Principal
-from app.errors import Issue, ValidationFailed
 from app.runtime import get_runtime
 from app.services import decision_support
 from app.services.unit_of_work import UnitOfWork
+from app.web import json_input
 from app.web.errors import json_error, register_face
 
 bp = Blueprint("cds_hooks", __name__, url_prefix="/cds-services")
@@ -35,10 +35,7 @@ def _uow() -> UnitOfWork:
 
 
 def _body() -> object:
-    try:
-        return orjson.loads(request.get_data(cache=False) or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed("The body is not valid JSON", issues=[Issue(str(exc))]) from exc
+    return json_input.parse_json(request.get_data(cache=False) or b"null")
 
 
 @bp.get("")

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from app.domain.clock import format_instant
 from app.domain.ids import new_id
+from app.domain.numbers import parse_etag_version
 from app.errors import AppError, Issue, MethodNotAllowed, RouteNotFound, ValidationFailed
 from app.fhir import capability
 from app.fhir.http import FhirRequest, FhirResponse, parse_json
@@ -73,11 +74,17 @@ def _entries(bundle: dict[str, Any]) -> list[Entry]:
                 Issue("request.method and request.url are required", f"Bundle.entry[{i}].request")
             )
             continue
+        strings = ("method", "url", "ifNoneExist", "ifMatch")
+        wrong = [k for k in strings if not isinstance(request.get(k, ""), str)]
+        if wrong or not isinstance(e.get("fullUrl", ""), str):
+            where = f"Bundle.entry[{i}]"
+            problems.append(Issue("must be strings: " + ", ".join(wrong or ["fullUrl"]), where))
+            continue
         out.append(
             Entry(
                 i,
-                str(request["method"]).upper(),
-                str(request["url"]).lstrip("/"),
+                request["method"].upper(),
+                request["url"].lstrip("/"),
                 e.get("resource"),
                 e.get("fullUrl"),
                 request.get("ifNoneExist"),
@@ -94,7 +101,11 @@ def process_bundle(services: BundleServices, req: FhirRequest) -> FhirResponse:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ValidationFailed("Expected a Bundle", issues=[Issue("not a Bundle", "Bundle")])
     kind = bundle.get("type")
-    if kind not in capability.load().system_interactions or kind not in ("batch", "transaction"):
+    if (
+        not isinstance(kind, str)  # `["batch"]` or `{}` must be 400, not an unhashable 500
+        or kind not in capability.load().system_interactions
+        or kind not in ("batch", "transaction")
+    ):
         raise ValidationFailed(
             "Bundle.type must be batch or transaction",
             issues=[Issue("unsupported Bundle.type", "Bundle.type")],
@@ -227,10 +238,9 @@ def _run(
         allow(req.principal, rtype, "update")
         version = None
         if entry.if_match:
-            text = entry.if_match.removeprefix("W/").strip('"')
-            if not text.isdigit():
+            version = parse_etag_version(entry.if_match)
+            if version is None:
                 raise ValidationFailed("Malformed ifMatch", issues=[Issue("bad", "ifMatch")])
-            version = int(text)
         result = services.writes(uow).put(
             rtype, segments[1], entry.resource, if_match=version, reason=None
         )

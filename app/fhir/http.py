@@ -14,7 +14,9 @@ from typing import Any
 import orjson
 
 from app.auth import Principal
+from app.domain.numbers import parse_etag_version
 from app.errors import Issue, NotAcceptable, UnsupportedMediaType, ValidationFailed
+from app.web import json_input
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {FHIR_JSON, "application/json", "application/json+fhir"}
@@ -83,12 +85,9 @@ def negotiate(req: FhirRequest) -> None:
             )
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        msg = f"The body is not valid JSON: {exc}"
-        raise ValidationFailed(msg, issues=[Issue(msg)]) from exc
+def parse_json(body: bytes, what: str = "The body") -> Any:
+    """Client JSON, malformed or too deeply nested → 400 (app/web/json_input.py)."""
+    return json_input.parse_json(body, what)
 
 
 def prefer(req: FhirRequest) -> dict[str, str]:
@@ -105,13 +104,13 @@ def if_match(req: FhirRequest) -> int | None:
     raw = req.header("if-match")
     if raw is None:
         return None
-    text = raw.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    version = parse_etag_version(raw)
+    if version is None:
         raise ValidationFailed(
             f'If-Match {raw!r} is not a version ETag like W/"3"',
             issues=[Issue("Malformed If-Match", "If-Match")],
         )
-    return int(text)
+    return version
 
 
 def resource_headers(resource: Any, location: str | None = None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.domain.numbers import parse_count
 from app.errors import Issue, ValidationFailed
 from app.fhir.http import FhirRequest, parse_json
 
@@ -13,11 +14,12 @@ def int_param(req: FhirRequest, name: str, default: int, maximum: int) -> int:
     raw = req.param(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    value = parse_count(raw)
+    if value is None:
         raise ValidationFailed(
             f"{name} must be a non-negative integer", issues=[Issue("not an integer", name)]
         )
-    return min(int(raw), maximum)
+    return min(value, maximum)
 
 
 def acknowledge_params(body: Any) -> tuple[str, str]:
@@ -58,20 +60,41 @@ def acknowledge_params(body: Any) -> tuple[str, str]:
 def provenance_reason(req: FhirRequest) -> str | None:
     """The reason from an `X-Provenance` header, if the client sent one.
 
+    The header is client input like a body: a Provenance whose `reason` is not a list of
+    CodeableConcepts (text a string, coding a list of Codings with string code/display) is
+    400, never a 500 (issue 11, item 13).
     See: https://hl7.org/fhir/R4/provenance.html#header
     """
     raw = req.header("x-provenance")
     if not raw:
         return None
-    prov = parse_json(raw.encode())
-    if not isinstance(prov, dict):
-        return None
-    reasons = prov.get("reason") or []
-    texts = [
-        r.get("text")
-        or next((c.get("display") or c.get("code") for c in r.get("coding", [])), None)
-        for r in reasons
-        if isinstance(r, dict)
-    ]
+    prov = parse_json(raw.encode(), "The X-Provenance header")
+    if not isinstance(prov, dict) or prov.get("resourceType", "Provenance") != "Provenance":
+        raise _bad_provenance("must be a Provenance resource (a JSON object)")
+    reasons = prov.get("reason", [])
+    if not isinstance(reasons, list):
+        raise _bad_provenance("reason must be a list of CodeableConcepts")
+    texts = [_reason_text(r, i) for i, r in enumerate(reasons)]
     text = "; ".join(t for t in texts if t)
     return text or None
+
+
+def _reason_text(concept: Any, index: int) -> str | None:
+    where = f"reason[{index}]"
+    if not isinstance(concept, dict):
+        raise _bad_provenance(f"{where} must be a CodeableConcept")
+    text = concept.get("text")
+    codings = concept.get("coding", [])
+    if text is not None and not isinstance(text, str):
+        raise _bad_provenance(f"{where}.text must be a string")
+    if not isinstance(codings, list) or not all(
+        isinstance(c, dict) and all(isinstance(c.get(k, ""), str) for k in ("code", "display"))
+        for c in codings
+    ):
+        raise _bad_provenance(f"{where}.coding must be a list of Codings (string code, display)")
+    return text or next((c.get("display") or c.get("code") for c in codings), None)
+
+
+def _bad_provenance(problem: str) -> ValidationFailed:
+    message = f"X-Provenance: {problem}"
+    return ValidationFailed(message, issues=[Issue(message, "X-Provenance")])

@@ -21,7 +21,8 @@ READ_ONLY = "is read-only: the service sets it; remove it from the request"
 
 _LEGACY_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _DATE_TIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?$"
+    r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?$",
+    re.ASCII,  # `\d` would match any Unicode decimal digit
 )
 
 
@@ -150,3 +151,18 @@ def priority_field(**kwargs: Any) -> fields.String:
 
 
 # ---------------------------------------------------------------- bodies: orders
+
+
+class AsciiInteger(fields.Integer):
+    """An integer from a query string: ASCII digits only (issue 11, item 19; `int()` would
+    take `٣`)."""
+
+    _ASCII_INT = re.compile(r"^[+-]?[0-9]{1,18}$")
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
+        if isinstance(value, str) and not self._ASCII_INT.fullmatch(value.strip()):
+            raise ValidationError("must be a whole number in ASCII digits")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result

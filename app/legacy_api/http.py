@@ -14,11 +14,12 @@ from app.errors import AppError, Issue, ValidationFailed
 from app.legacy_api import roles
 from app.runtime import get_runtime
 from app.services.unit_of_work import UnitOfWork
+from app.web import json_input
 from app.web.errors import json_error, json_error_body
 
 LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 OFFLINE_HEADER = "X-Offline-Queued-At"
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
 def principal(endpoint: str) -> Principal:
@@ -39,12 +40,7 @@ def body() -> Any:
     raw = request.get_data(cache=False)
     if not raw:
         return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(
-            "The body is not valid JSON", issues=[Issue(f"The body is not valid JSON: {exc}")]
-        ) from exc
+    return json_input.parse_json(raw)
 
 
 def fhir_id(legacy_id: str, field: str = "id") -> str:

@@ -30,6 +30,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from app.domain.clock import parse_range
 from app.errors import Issue, ValidationFailed
 from app.legacy_api.fields import (
+    AsciiInteger,
     DateTimeText,
     FrequencyText,
     LegacyId,
@@ -246,8 +247,8 @@ MAX_PAGE = 100_000
 class _PagedQuery(Schema):
     """Query values arrive as strings, so page numbers are parsed from text here."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-    pageSize = fields.Integer(
+    page = AsciiInteger(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    pageSize = AsciiInteger(
         load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
     )
     from_ = DateTimeText(data_key="from")
@@ -274,8 +275,8 @@ class OrderListQuerySchema(_PagedQuery):
 class OrderSetListQuerySchema(Schema):
     orderType = fields.String(validate=validate.OneOf(ORDER_TYPE_NAMES))
     search = Text(max_length=200)
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-    pageSize = fields.Integer(
+    page = AsciiInteger(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    pageSize = AsciiInteger(
         load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
     )
 

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from app.domain import access
 from app.domain.fhir_models import validate_resource
 from app.domain.ids import new_id
+from app.domain.numbers import parse_count
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
     Issue,
@@ -131,7 +132,8 @@ class ResourceService:
 
     def vread(self, resource_type: str, rid: str, version: str) -> StoredResource:
         access.require(self.principal, access.Permission.READ)
-        found = self.uow.repo.vread(resource_type, rid, int(version)) if version.isdigit() else None
+        number = parse_count(version)
+        found = None if number is None else self.uow.repo.vread(resource_type, rid, number)
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid}/_history/{version} not found")
         return found

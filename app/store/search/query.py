@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from app.domain.clock import parse_range
+from app.domain.ids import is_valid_fhir_id
+from app.domain.numbers import parse_count
 from app.errors import Issue, ValidationFailed
 from app.store.search.definitions import SearchParam, for_type, load_definitions
 from app.store.search.extract import normalize_string
@@ -85,7 +87,9 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             direction, sort, key, rid = orjson.loads(raw)
-            if direction not in ("next", "prev") or not isinstance(rid, str):
+            if direction not in ("next", "prev") or not all(
+                isinstance(v, str) for v in (sort, rid)
+            ):
                 raise ValueError
             return cls(direction, sort, key, rid)
         except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
@@ -153,7 +157,24 @@ def parse_search(
             )
             continue
         query.echo.append((raw_name, raw_value))
+    if query.cursor is not None:
+        _check_cursor(query, query.cursor)
     return query
+
+
+def _check_cursor(query: SearchQuery, cursor: Cursor) -> None:
+    """A cursor is client input: it must belong to this sort, and its key must be what that
+    sort's column holds (none for `_id`, an ISO instant with offset for a date), or 400."""
+    ok = cursor.sort == query.sort_param and is_valid_fhir_id(cursor.id)
+    if ok and query.sort_column == "id":
+        ok = cursor.key is None
+    elif ok:
+        try:
+            ok = datetime.fromisoformat(cursor.key).tzinfo is not None
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise _bad("Invalid paging cursor (not one this search returned)", "_cursor")
 
 
 def _criterion(param: SearchParam, modifier: str | None, raw: str) -> Criterion:
@@ -225,9 +246,10 @@ def _date_value(value: str, name: str) -> DateValue:
 
 def _result_param(query: SearchQuery, name: str, modifier: str | None, value: str) -> None:
     if name == "_count":
-        if not value.isdigit():
+        count = parse_count(value)
+        if count is None:
             raise _bad("_count must be a non-negative integer", "_count")
-        query.count = min(int(value), MAX_COUNT)
+        query.count = min(count, MAX_COUNT)
     elif name == "_sort":
         _sort(query, value)
     elif name in ("_include", "_revinclude"):

@@ -8,6 +8,7 @@ the instance folder (which holds the development signing key).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from app.migrate import upgrade
 from app.runtime import get_runtime, rxnorm_overlay
 from app.rxnorm_import import build_overlay, write_overlay
 from app.settings import DEV_MODE_ENV, DEV_MODE_WARNING, ConfigurationError, Settings
+from app.web import draining
 
 DEMO_TENANT = "demo"
 DEV_TOKEN_LIFETIME_SECONDS = 8 * 3600  # a working day; the dev runner prints it once
@@ -59,12 +61,20 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
+#: In-flight requests get this long to finish once a worker stops (after its drain).
+GRACEFUL_TIMEOUT_SECONDS = 30
+
+
+def _run_gunicorn(host: str, port: int, workers: int, threads: int, drain: float = 0.0) -> None:
     """Run gunicorn in this process with the app factory, one app per worker.
 
     preload is off so that every worker builds its own engine pool and cache client after
     the fork (sockets must not be shared across processes). gunicorn's access log is off:
     `app.observability` writes one JSON line per request instead.
+
+    Shutdown (SIGTERM to the master): each worker drains for `drain` seconds (every response
+    `Connection: close`, /readyz 503; app/web/draining.py), then stops accepting and gives
+    in-flight requests GRACEFUL_TIMEOUT_SECONDS; the master waits for both before SIGKILL.
     """
     from gunicorn.app.base import BaseApplication
 
@@ -75,7 +85,8 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
         "worker_class": "gthread",
         "preload_app": False,
         "timeout": 30,
-        "graceful_timeout": 30,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS + math.ceil(drain),
+        "post_worker_init": lambda worker: draining.install_sigterm_drain(worker, drain),
         "accesslog": None,
         "errorlog": "-",
         "proc_name": "orders-service",
@@ -161,8 +172,8 @@ _threads = click.option(
 )
 def serve(host: str, port: int, workers: int, threads: int, dev_mode: bool) -> None:
     """Serve HTTP with gunicorn (production WSGI server, threaded workers)."""
-    _dev_mode_settings(dev_mode)  # fail here, before forking, on an impossible configuration
-    _run_gunicorn(host, port, workers, threads)
+    settings = _dev_mode_settings(dev_mode)  # fail here, before forking, on a bad configuration
+    _run_gunicorn(host, port, workers, threads, settings.shutdown_drain_seconds)
 
 
 @main.command()

@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from app.runtime import get_runtime
+from app.web import draining
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    if draining.is_draining():  # shutting down: take this node out of rotation
+        return jsonify(status="draining"), 503, {**_NO_STORE, "Retry-After": "5"}
     checks: dict[str, str] = {"database": _check_database(), "cache": _check_cache()}
     if checks["database"] != "ok":
         body: dict[str, Any] = {"status": "unavailable", "checks": checks}

@@ -37,6 +37,8 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()
     #: ORDERS_DEV_MODE=1 (or `serve --dev`): the operator knowingly runs development mode.
     dev_mode_opt_in: bool = False
+    #: On SIGTERM, serve this long with `Connection: close` and /readyz 503 before stopping.
+    shutdown_drain_seconds: float = 5.0
     max_body_bytes: int = 1024 * 1024
     # Extra knobs for tests; never read from the environment.
     extra: dict[str, object] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class Settings:
             trusted_hosts=tuple(
                 h.strip() for h in (env.get("TRUSTED_HOSTS") or "").split(",") if h.strip()
             ),
+            shutdown_drain_seconds=_seconds(env.get("SHUTDOWN_DRAIN_SECONDS"), 5.0),
             dev_mode_opt_in=(env.get(DEV_MODE_ENV) or "").strip().lower() in ("1", "true", "yes"),
         )
         settings.check()
@@ -101,3 +104,15 @@ class Settings:
                 f"(tokens signed by a local key file); refusing to serve. Configure OIDC, or "
                 f"pass --dev (or set {DEV_MODE_ENV}=1) to run development mode on purpose"
             )
+
+
+def _seconds(value: str | None, default: float) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 <= seconds <= 300:
+        raise ConfigurationError(f"seconds must be between 0 and 300, got {value!r}")
+    return seconds

@@ -1,0 +1,67 @@
+"""Graceful shutdown behind a load balancer (issue 11, item 21).
+
+On SIGTERM a worker first *drains* for `SHUTDOWN_DRAIN_SECONDS` (default 5): it keeps
+serving every request, including new connections, but answers each with
+`Connection: close`, so no client keeps reusing a connection the server is about to drop,
+and `/readyz` answers 503 `draining`, so the load balancer takes the node out of rotation.
+Then gunicorn's own graceful stop runs: no new connections, in-flight requests finish
+within the graceful timeout, and kept-alive connections are answered with
+`Connection: close` before being closed. Without the drain, a request sent on a kept-alive
+connection or accepted just after SIGTERM was reset.
+
+The state is per process (one worker = one process); it is only ever set, never cleared.
+See docs/security.md ("Draining a node") for the operator's side.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+_draining = threading.Event()
+
+
+def begin() -> None:
+    _draining.set()
+
+
+def is_draining() -> bool:
+    return _draining.is_set()
+
+
+def install_sigterm_drain(worker: Any, seconds: float) -> None:
+    """gunicorn `post_worker_init` hook: SIGTERM starts the drain, and the worker's own
+    SIGTERM handler (stop accepting, finish in-flight requests) runs `seconds` later.
+
+    `Connection` is hop-by-hop, which a WSGI application may not set (PEP 3333), so the
+    worker's response object is told instead: while draining, each response is forced to
+    close its connection (gunicorn then sends `Connection: close`). Idle kept-alive
+    connections stay open during the drain, so a request sent on one is answered.
+    """
+    stop = worker.handle_exit
+    application = worker.wsgi
+
+    def draining_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if _draining.is_set():
+            response = getattr(start_response, "__self__", None)  # gunicorn's Response
+            force_close = getattr(response, "force_close", None)
+            if callable(force_close):
+                force_close()
+        return application(environ, start_response)
+
+    worker.wsgi = draining_wsgi
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if _draining.is_set():
+            return
+        begin()
+        log.warning("SIGTERM: draining for %.1f s (Connection: close, /readyz 503)", seconds)
+        timer = threading.Timer(max(seconds, 0.0), stop, args=(signum, frame))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)

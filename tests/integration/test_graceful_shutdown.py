@@ -1,0 +1,98 @@
+"""Issue 11, item 21: SIGTERM under gunicorn drains before it stops.
+
+A real `orders-service serve` process (its own port, SQLite, development mode) gets SIGTERM
+from this test. During the drain every request is still answered, each with
+`Connection: close` (on a kept-alive connection and on a new one), `/readyz` says 503
+`draining` so a load balancer stops routing, and the server then exits cleanly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DRAIN_SECONDS = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("orders-service")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OIDC_", "REDIS_"))}
+    env |= {
+        "ORDERS_INSTANCE_PATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'orders.db'}",
+        "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+    }
+    subprocess.run([*_cli(), "migrate"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    cmd = [*_cli(), "serve", "--dev", "--port", str(port), "--workers", "1", "--threads", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the server did not start")
+                time.sleep(0.1)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    resp.read()
+    return resp
+
+
+def test_sigterm_drains_then_stops(server: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = server
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    first = _get(kept, "/healthz")
+    assert first.status == 200
+    assert first.getheader("Connection") != "close"  # a kept-alive connection
+
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+
+    # A request on the kept-alive connection is answered, and the connection closed.
+    again = _get(kept, "/fhir/R4/metadata")
+    assert again.status == 200
+    assert again.getheader("Connection") == "close"
+    # A new connection is still served, and told the node is leaving.
+    fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    ready = _get(fresh, "/readyz")
+    assert ready.status == 503
+    assert ready.getheader("Connection") == "close"
+    alive = _get(http.client.HTTPConnection("127.0.0.1", port, timeout=10), "/healthz")
+    assert alive.status == 200
+
+    started = time.monotonic()
+    assert proc.wait(timeout=DRAIN_SECONDS + 15) == 0
+    assert time.monotonic() - started < DRAIN_SECONDS + 10

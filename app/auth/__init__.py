@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 ROLES = ("CLINICIAN", "PRESCRIBER", "NURSE", "PATIENT", "ADMIN")
 ENTITLEMENT = "clinical.orders"
+#: Staff roles that may read any patient's data in the tenant (DESIGN §3 read row).
+STAFF_READ_ROLES = frozenset({"CLINICIAN", "NURSE", "ADMIN"})
+#: The compartment of a token that must be limited to a patient but names none: matches
+#: no resource, so such a token sees nothing rather than everything.
+NO_PATIENT = "!no-patient"  # not a valid FHIR id, so it matches nothing
 
 
 @dataclass(frozen=True)
@@ -21,10 +26,35 @@ class Principal:
     #: SMART resource scopes as found in `scope` (e.g. `user/MedicationRequest.read`).
     scopes: frozenset[str] = field(default_factory=frozenset)
     issuer: str = ""
+    #: SMART launch context (`patient` claim): the patient a `patient/` scope is about.
+    launch_patient: str | None = None
 
     @property
     def is_patient_only(self) -> bool:
-        """A PATIENT with no staff role sees only their own compartment."""
+        """A PATIENT with no staff role at all."""
         return "PATIENT" in self.roles and not self.roles.intersection(
             {"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}
         )
+
+    @property
+    def has_patient_scopes(self) -> bool:
+        """SMART `patient/…` scopes: the token acts in one patient's context."""
+        return any(s.startswith("patient/") for s in self.scopes)
+
+    @property
+    def compartment(self) -> str | None:
+        """The one patient whose compartment this token is limited to, or None (tenant-wide).
+
+        * `patient/` SMART scopes limit every interaction to the launch patient (`patient`
+          claim, else the caller's own patient), whatever the roles (issue 11, item 7). A
+          token mixing `patient/` and `user/` scopes is limited too: fail closed.
+        * A token whose read permission comes only from PATIENT (no CLINICIAN, NURSE or
+          ADMIN) is limited to the caller's own patient, even with a staff role such as
+          PRESCRIBER that grants no read (issue 11, item 5).
+        A token that must be limited but names no patient gets NO_PATIENT: it sees nothing.
+        """
+        if self.has_patient_scopes:
+            return self.launch_patient or self.patient_id or NO_PATIENT
+        if "PATIENT" in self.roles and not self.roles.intersection(STAFF_READ_ROLES):
+            return self.patient_id or NO_PATIENT
+        return None

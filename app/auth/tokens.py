@@ -247,6 +247,7 @@ class Authenticator:
             patient_id=patient_id,
             scopes=parse_scopes(claims.get("scope"), claims.get("scp")),
             issuer=claims["iss"],
+            launch_patient=_launch_patient(claims),
         )
 
     def verify_token(self, token: str) -> dict[str, Any]:
@@ -390,6 +391,15 @@ class Authenticator:
             if isinstance(client, dict):
                 names += _str_list(client.get("roles"))
         return frozenset(n.upper() for n in names) & _KNOWN_ROLES
+
+
+def _launch_patient(claims: Mapping[str, Any]) -> str | None:
+    """The SMART launch context `patient` (a FHIR id; a legacy `pat_…` id is mapped)."""
+    value = claims.get("patient")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    candidate = from_legacy(value.strip().removeprefix("Patient/"))
+    return candidate if is_valid_fhir_id(candidate) else None
 
 
 def _patient_id(claims: Mapping[str, Any]) -> str | None:

@@ -44,7 +44,7 @@ from app.services.order_creation import (
     OrderResult,
     patient_of,
 )
-from app.services.resources import check_references
+from app.services.resources import check_references, check_same_patient
 from app.store import StoredResource
 
 STATUS_REASON_EXT = "http://hl7.org/fhir/StructureDefinition/request-statusReason"
@@ -285,6 +285,7 @@ class OrderService(OrderCreation):
                 f"{current.reference} is {state.value}; only drafts can be edited "
                 "(cancel and re-order instead)"
             )
+        check_same_patient(resource_type, current, doc)
         _patient, checked = self._check_patient_and_encounter(resource_type, doc)
         check_references(self.uow, resource_type, doc, known=checked)
         expected = if_match if if_match is not None else current.version_id

@@ -31,7 +31,7 @@ from app.services import provenance
 from app.services.unit_of_work import UnitOfWork
 from app.store import IdTaken, SearchPage, StoredResource
 from app.store.search.definitions import load_definitions
-from app.store.search.extract import parse_reference
+from app.store.search.extract import compartment_patient, parse_reference
 from app.store.search.query import SearchQuery, parse_search
 
 
@@ -255,10 +255,26 @@ class ResourceService:
                     self.uow.repo, self.principal, stored, activity="CREATE", reason=reason
                 )
                 return WriteResult(stored, created=True)
+        check_same_patient(resource_type, current, doc)
         expected = if_match if if_match is not None else current.version_id
         stored = self.uow.repo.update(resource_type, rid, doc, expected)
         provenance.record(self.uow.repo, self.principal, stored, activity="UPDATE", reason=reason)
         return WriteResult(stored, created=False)
+
+
+def check_same_patient(resource_type: str, current: StoredResource, doc: dict[str, Any]) -> None:
+    """The patient a resource is about (an order's or Encounter's `subject`, a Task's `for`,
+    an allergy's `patient`) cannot change once written: every version of a resource must
+    belong to one patient's compartment (issue 11, item 4). 400 otherwise."""
+    definition = load_definitions().get(resource_type)
+    if definition is None or definition.compartment in (None, "_self", "_target"):
+        return
+    before = compartment_patient(definition, current.content)
+    after = compartment_patient(definition, doc)
+    if before != after:
+        path = f"{resource_type}.{definition.compartment}"
+        msg = f"{path} cannot change once written (it is Patient/{before}); enter a new one"
+        raise ValidationFailed(msg, issues=[Issue(msg, path)])
 
 
 def _condition(resource_type: str, if_none_exist: str) -> SearchQuery:

@@ -44,11 +44,13 @@ class UnitOfWork:
         except DBAPIError as exc:
             self.conn.close()
             raise _translate(exc) or ServiceUnavailable() from exc
-        scope = self.principal.patient_id if self.principal.is_patient_only else None
-        if self.principal.is_patient_only and scope is None:
-            scope = "\x00no-patient"  # a PATIENT token without a patient id sees nothing
+        # Every statement of a limited token is bound to its patient's compartment
+        # (Principal.compartment: PATIENT-only reads, SMART patient/ scopes).
         self.repo = Repository(
-            self.conn, self.principal.tenant_id, patient_scope=scope, read_only=self.read_only
+            self.conn,
+            self.principal.tenant_id,
+            patient_scope=self.principal.compartment,
+            read_only=self.read_only,
         )
         return self
 

@@ -40,7 +40,7 @@ from app.domain.clock import format_instant, utcnow
 from app.errors import VersionConflict
 from app.store.records import IdTaken, StoredResource
 from app.store.search import definitions
-from app.store.search.extract import IndexValues, extract
+from app.store.search.extract import IndexValues, compartment_patient, extract
 from app.store.searching import ResourceSearch
 from app.store.statements import (
     CK,
@@ -77,6 +77,15 @@ class Repository(ResourceSearch):
         self._seen[(resource_type, rid)] = (found, None)
         return found
 
+    def _in_compartment(self, version: StoredResource, current: StoredResource) -> bool:
+        """A limited token sees a version only if that version itself is in its compartment
+        (a version written before a subject changed may belong to another patient)."""
+        if self.patient_scope is None:
+            return True
+        definition = definitions.for_type(version.resource_type)
+        owner = compartment_patient(definition, version.content, patient_id=current.patient_id)
+        return owner == self.patient_scope
+
     def vread(self, resource_type: str, rid: str, version_id: int) -> StoredResource | None:
         current = self.read(resource_type, rid)
         if current is None:
@@ -91,9 +100,10 @@ class Repository(ResourceSearch):
         ).first()
         if row is None:
             return None
-        return StoredResource(
+        found = StoredResource(
             resource_type, rid, row.version_id, row.last_updated, row.content, current.patient_id
         )
+        return found if self._in_compartment(found, current) else None
 
     def history(
         self, resource_type: str, rid: str, *, count: int, before_version: int | None = None
@@ -101,19 +111,24 @@ class Repository(ResourceSearch):
         current = self.read(resource_type, rid)
         if current is None:
             return None
+        scoped = self.patient_scope is not None
         where = [V.c.tenant_id == self.tenant_id, V.c.res_type == resource_type, V.c.id == rid]
-        if before_version is not None:
+        if before_version is not None and not scoped:
             where.append(V.c.version_id < before_version)
-        rows = self._execute(
-            select(V).where(*where).order_by(V.c.version_id.desc()).limit(count)
-        ).all()
+        stmt = select(V).where(*where).order_by(V.c.version_id.desc())
+        rows = self._execute(stmt if scoped else stmt.limit(count)).all()
         versions = [
             StoredResource(
                 resource_type, rid, r.version_id, r.last_updated, r.content, current.patient_id
             )
             for r in rows
         ]
-        return versions, current.version_id
+        if not scoped:
+            return versions, current.version_id
+        # A limited token: only the versions in its compartment, and only those counted.
+        visible = [v for v in versions if self._in_compartment(v, current)]
+        page = [v for v in visible if before_version is None or v.version_id < before_version]
+        return page[:count], len(visible)
 
     def existing(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (type, id) pairs exist for this tenant (and compartment)."""

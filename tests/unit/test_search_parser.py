@@ -117,7 +117,7 @@ def test_nul_characters_are_refused() -> None:
 
 
 def test_cursor_round_trips_and_garbage_is_400() -> None:
-    cursor = Cursor("next", "id", "ord-1", "ord-1")
+    cursor = Cursor("next", "_id", None, "ord-1")
     query = parse_search("ServiceRequest", [("_cursor", cursor.encode())])
     assert query.cursor == cursor
     with pytest.raises(ValidationFailed):

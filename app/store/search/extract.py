@@ -110,25 +110,35 @@ def extract(
                 continue
             for value in walk(resource, path):
                 _add(out, param.name, param.type, param.target, value)
-    compartment = definition.compartment
-    if compartment == "_self":
-        out.patient_id = resource.get("id")
-    elif compartment == "_target":
-        out.patient_id = patient_id
-        if patient_id:
-            out.references.add(("patient", "Patient", patient_id))
-    elif compartment:
-        for value in walk(resource, compartment):
-            ref = parse_reference(value.get("reference", "")) if isinstance(value, dict) else None
-            if ref and ref[0] == "Patient":
-                out.patient_id = ref[1]
-                break
+    out.patient_id = compartment_patient(definition, resource, patient_id=patient_id)
+    if definition.compartment == "_target" and patient_id:
+        out.references.add(("patient", "Patient", patient_id))
     status = resource.get("status")
     out.status = status if isinstance(status, str) else None
     if definition.sort:
         lows = [low for (p, low, _h) in out.dates if p == definition.sort]
         out.sort_date = min(lows) if lows else NO_DATE
     return out
+
+
+def compartment_patient(
+    definition: ResourceSearch, resource: dict[str, Any], *, patient_id: str | None = None
+) -> str | None:
+    """The patient whose compartment this resource (any version of it) belongs to:
+    the Patient itself, the patient its compartment element references, or (Provenance)
+    the one its writer gives."""
+    compartment = definition.compartment
+    if compartment == "_self":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    if compartment == "_target":
+        return patient_id
+    if compartment:
+        for value in walk(resource, compartment):
+            ref = parse_reference(value.get("reference", "")) if isinstance(value, dict) else None
+            if ref and ref[0] == "Patient":
+                return ref[1]
+    return None
 
 
 def _add(out: IndexValues, name: str, ptype: str, target: tuple[str, ...], value: Any) -> None:

@@ -1,0 +1,215 @@
+"""Issue 11, access inside a tenant (DESIGN §3), on both backends: the patient compartment
+on every version (4), PATIENT plus a staff role (5), Tasks (6), SMART patient/ scopes (7),
+conditional create (8), `$apply` (10), and the offline rules on the FHIR face (2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import TokenFactory
+from tests.fhir_data import encounter, medication_request, patient, service_request
+
+BASE = "/fhir/R4"
+
+
+def _ok(resp: Any, status: int = 200) -> Any:
+    assert resp.status_code == status, (resp.status_code, resp.get_json())
+    return resp.get_json()
+
+
+def _code(resp: Any) -> str:
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return str(body["issue"][0]["details"]["coding"][0]["code"])
+
+
+class Ward:
+    """Two patients with encounters in the test's tenant, and tokens to act with."""
+
+    def __init__(self, client: FlaskClient, headers: TokenFactory) -> None:
+        self.client = client
+        self.headers = headers
+        self.admin = headers("ADMIN")
+        self.doc = headers("CLINICIAN")
+        self.a, self.b = self.patient(), self.patient()
+        self.enc_a, self.enc_b = self.encounter(self.a), self.encounter(self.b)
+
+    def patient(self) -> str:
+        return str(
+            _ok(self.client.post(f"{BASE}/Patient", json=patient(), headers=self.admin), 201)["id"]
+        )
+
+    def encounter(self, pid: str) -> str:
+        body = encounter(pid)
+        return str(
+            _ok(self.client.post(f"{BASE}/Encounter", json=body, headers=self.admin), 201)["id"]
+        )
+
+    def order(self, pid: str, who: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+        body = service_request(pid, **extra)
+        resp = self.client.post(f"{BASE}/ServiceRequest", json=body, headers=who or self.doc)
+        return dict(_ok(resp, 201))
+
+    def get(self, path: str, who: dict[str, str]) -> Any:
+        return self.client.get(f"{BASE}/{path}", headers=who)
+
+    def put(self, resource: dict[str, Any], who: dict[str, str], **headers: str) -> Any:
+        path = f"{BASE}/{resource['resourceType']}/{resource['id']}"
+        return self.client.put(path, json=resource, headers={**who, **headers})
+
+
+@pytest.fixture
+def ward(client: FlaskClient, headers: TokenFactory) -> Ward:
+    return Ward(client, headers)
+
+
+def _strip_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
+
+
+# ---------------------------------------------------------------- item 4
+def test_an_orders_subject_cannot_change(ward: Ward) -> None:
+    order = ward.order(ward.a)
+    moved = {**_strip_meta(order), "subject": {"reference": f"Patient/{ward.b}"}}
+    resp = ward.put(moved, ward.doc, **{"If-Match": 'W/"1"'})
+    assert resp.status_code == 400, resp.get_json()
+    assert "subject" in resp.get_data(as_text=True)
+    assert (
+        ward.get(f"ServiceRequest/{order['id']}", ward.doc).get_json()["meta"]["versionId"] == "1"
+    )
+
+
+def test_an_encounters_subject_cannot_change(ward: Ward) -> None:
+    enc = _ok(ward.get(f"Encounter/{ward.enc_a}", ward.admin))
+    moved = {**_strip_meta(enc), "subject": {"reference": f"Patient/{ward.b}"}}
+    resp = ward.put(moved, ward.admin)
+    assert resp.status_code == 400, resp.get_json()
+
+
+def test_a_patient_sees_no_version_that_was_not_theirs(
+    ward: Ward, app: Any, headers: TokenFactory
+) -> None:
+    """Data written before subjects became immutable (or by any other path): version 1
+    belongs to B, version 2 to A. A sees only version 2, in vread and history."""
+    order = ward.order(ward.b)
+    rid = order["id"]
+    # Written below the service layer, as old data would be: the store itself.
+    from app.services.unit_of_work import UnitOfWork
+
+    runtime = app.extensions["orders"]
+    doc = {**_strip_meta(order), "subject": {"reference": f"Patient/{ward.a}"}}
+    with app.app_context(), UnitOfWork(runtime.database, _principal(app, headers)) as uow:
+        uow.repo.update("ServiceRequest", rid, doc, 1)
+    me = ward.headers("PATIENT", patient_id=ward.a)
+    assert ward.get(f"ServiceRequest/{rid}", me).status_code == 200
+    assert ward.get(f"ServiceRequest/{rid}/_history/2", me).status_code == 200
+    assert ward.get(f"ServiceRequest/{rid}/_history/1", me).status_code == 404
+    history = _ok(ward.get(f"ServiceRequest/{rid}/_history", me))
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2"]
+    assert history["total"] == 1
+    them = ward.headers("PATIENT", patient_id=ward.b)
+    assert ward.get(f"ServiceRequest/{rid}/_history/1", them).status_code == 404  # not current
+    staff = _ok(ward.get(f"ServiceRequest/{rid}/_history", ward.doc))
+    assert staff["total"] == 2
+
+
+def _principal(app: Any, headers: TokenFactory) -> Any:
+    token = headers("ADMIN")
+    return app.extensions["orders"].authenticator.authenticate(
+        token["Authorization"], token["X-Tenant-ID"]
+    )
+
+
+# ---------------------------------------------------------------- item 5
+@pytest.mark.parametrize("staff", ["PRESCRIBER"])
+def test_patient_plus_a_role_without_read_stays_in_their_compartment(
+    ward: Ward, staff: str
+) -> None:
+    mine, theirs = ward.order(ward.a), ward.order(ward.b)
+    me = ward.headers("PATIENT", staff, patient_id=ward.a)
+    assert ward.get(f"ServiceRequest/{mine['id']}", me).status_code == 200
+    assert ward.get(f"ServiceRequest/{theirs['id']}", me).status_code == 404
+    found = _ok(ward.get(f"ServiceRequest?subject=Patient/{ward.b}", me))
+    assert found.get("total", 0) == 0 and not found.get("entry")
+    everything = _ok(ward.get("ServiceRequest", me))
+    assert {e["resource"]["id"] for e in everything.get("entry", [])} == {mine["id"]}
+    legacy = {**me, "Content-Type": "application/json"}
+    lid = theirs["id"].replace("-", "_", 1)
+    assert ward.client.get(f"/api/v1/orders/{lid}", headers=legacy).status_code == 404
+
+
+def test_patient_plus_a_reading_staff_role_reads_the_tenant(ward: Ward) -> None:
+    theirs = ward.order(ward.b)
+    both = ward.headers("PATIENT", "CLINICIAN", patient_id=ward.a)
+    assert ward.get(f"ServiceRequest/{theirs['id']}", both).status_code == 200
+
+
+# ---------------------------------------------------------------- item 7
+def _launched(ward: Ward, scope: str, roles: tuple[str, ...] = ("CLINICIAN",)) -> dict[str, str]:
+    return ward.headers(*roles, scope=scope, extra_claims={"patient": ward.a})
+
+
+def test_patient_scopes_are_tied_to_the_launch_patient(ward: Ward) -> None:
+    mine, theirs = ward.order(ward.a), ward.order(ward.b)
+    app_token = _launched(ward, "patient/*.read")
+    assert ward.get(f"ServiceRequest/{mine['id']}", app_token).status_code == 200
+    assert ward.get(f"ServiceRequest/{theirs['id']}", app_token).status_code == 404
+    assert ward.get(f"ServiceRequest/{theirs['id']}/_history/1", app_token).status_code == 404
+    assert ward.get(f"ServiceRequest/{theirs['id']}/_history", app_token).status_code == 404
+    assert ward.get(f"Patient/{ward.b}", app_token).status_code == 404
+    listed = _ok(ward.get("ServiceRequest", app_token))
+    assert {e["resource"]["id"] for e in listed.get("entry", [])} == {mine["id"]}
+
+
+def test_patient_scopes_in_batch_entries_and_includes(ward: Ward) -> None:
+    mine, theirs = ward.order(ward.a), ward.order(ward.b)
+    app_token = _launched(ward, "patient/*.read")
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"ServiceRequest/{theirs['id']}"}},
+            {"request": {"method": "GET", "url": f"ServiceRequest/{mine['id']}"}},
+            {"request": {"method": "GET", "url": f"ServiceRequest?subject=Patient/{ward.b}"}},
+        ],
+    }
+    out = _ok(ward.client.post(BASE, json=batch, headers=app_token))
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses[0].startswith("404") and statuses[1].startswith("200"), statuses
+    assert not out["entry"][2]["resource"].get("entry")
+    included = _ok(
+        ward.get(f"ServiceRequest?_id={mine['id']}&_include=ServiceRequest:subject", app_token)
+    )
+    kinds = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in included["entry"]}
+    assert ("Patient", ward.b) not in kinds
+
+
+def test_patient_scopes_without_a_launch_patient_see_nothing(ward: Ward) -> None:
+    ward.order(ward.a)
+    token = ward.headers("CLINICIAN", scope="patient/*.read")
+    assert not _ok(ward.get("ServiceRequest", token)).get("entry")
+
+
+def test_user_scopes_keep_the_tenant_view(ward: Ward) -> None:
+    theirs = ward.order(ward.b)
+    token = ward.headers("CLINICIAN", scope="user/*.read", extra_claims={"patient": ward.a})
+    assert ward.get(f"ServiceRequest/{theirs['id']}", token).status_code == 200
+
+
+def test_patient_scopes_limit_writes_to_the_launch_patient(ward: Ward) -> None:
+    token = _launched(ward, "patient/*.*")
+    body = service_request(ward.b)
+    resp = ward.client.post(f"{BASE}/ServiceRequest", json=body, headers=token)
+    assert resp.status_code in (404, 422), resp.get_json()
+    assert _ok(ward.get("ServiceRequest?_summary=count", ward.doc))["total"] == 0
+    ward.order(ward.a, who=token)
+
+
+def test_medication_orders_follow_the_same_rule(ward: Ward) -> None:
+    token = _launched(ward, "patient/MedicationRequest.rs")
+    body = medication_request(ward.b)
+    created = _ok(ward.client.post(f"{BASE}/MedicationRequest", json=body, headers=ward.doc), 201)
+    assert ward.get(f"MedicationRequest/{created['id']}", token).status_code == 404

@@ -45,8 +45,12 @@ WRITE_ACTION: dict[str, Permission] = {
 }
 
 
+def may(principal: Principal, action: Permission) -> bool:
+    return bool(principal.roles.intersection(ROLES[action]))
+
+
 def require(principal: Principal, action: Permission) -> None:
-    if not principal.roles.intersection(ROLES[action]):
+    if not may(principal, action):
         raise Forbidden(f"Your roles do not allow {action.value}")
 
 

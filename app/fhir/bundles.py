@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl, urlsplit
 from app.domain.clock import format_instant
 from app.domain.ids import new_id
 from app.domain.numbers import parse_etag_version
+from app.domain.offline import is_offline
 from app.errors import AppError, Issue, MethodNotAllowed, RouteNotFound, ValidationFailed
 from app.fhir import capability
 from app.fhir.http import FhirRequest, FhirResponse, parse_json
-from app.fhir.interactions import allow, not_allowed_message
+from app.fhir.interactions import allow, may_see_match, not_allowed_message
 from app.fhir.outcomes import operation_outcome, status_for
 from app.services.resources import ResourceService, WriteResult
 from app.services.resources import references as _refs
@@ -111,6 +112,7 @@ def process_bundle(services: BundleServices, req: FhirRequest) -> FhirResponse:
             issues=[Issue("unsupported Bundle.type", "Bundle.type")],
         )
     entries = _entries(bundle)
+    is_offline(req.header("x-offline-queued-at"))  # malformed: the whole Bundle is 400
     if kind == "transaction":
         return _transaction(services, req, entries)
     return _batch(services, req, entries)
@@ -120,7 +122,7 @@ def _transaction(services: BundleServices, req: FhirRequest, entries: list[Entry
     results: dict[int, dict[str, Any]] = {}
     with services.open_uow(req) as uow:
         service = ResourceService(uow)
-        ids = _assign_ids(entries, service)
+        ids = _assign_ids(req, entries, service)
         for entry in entries:
             if entry.resource is not None:
                 entry.resource = _rewrite(entry.resource, ids)
@@ -153,11 +155,13 @@ def _batch(services: BundleServices, req: FhirRequest, entries: list[Entry]) -> 
     return FhirResponse(200, _response_bundle("batch-response", out))
 
 
-def _assign_ids(entries: list[Entry], service: ResourceService) -> dict[str, str]:
+def _assign_ids(req: FhirRequest, entries: list[Entry], service: ResourceService) -> dict[str, str]:
     """urn:uuid fullUrl → `Type/id` for every POST entry, resolved before anything runs.
 
     A conditional create that matches an existing resource maps to that resource, so
-    references to it point at what the server already has.
+    references to it point at what the server already has. The entry's interaction and
+    scope are checked before its condition is (issue 11, item 8): a caller who may not
+    create the type learns nothing about what matches.
     """
     ids: dict[str, str] = {}
     for entry in entries:
@@ -165,6 +169,7 @@ def _assign_ids(entries: list[Entry], service: ResourceService) -> dict[str, str
             rtype = entry.url.split("?")[0]
             match = None
             if entry.if_none_exist and rtype in capability.load().types:
+                allow(req.principal, rtype, "create")
                 match = service.find_match(rtype, entry.if_none_exist)
             ids[entry.full_url] = match.reference if match else f"{rtype}/{new_id(rtype)}"
     return ids
@@ -227,11 +232,13 @@ def _run(
     if not segments or segments[0] not in capability.load().types:
         raise RouteNotFound(f"Unsupported entry url {entry.url!r}")
     rtype = segments[0]
+    # The Bundle's own X-Offline-Queued-At covers every entry (DESIGN §7, per entry).
+    offline = is_offline(req.header("x-offline-queued-at"))
     if entry.method == "POST" and len(segments) == 1:
         allow(req.principal, rtype, "create")
         rid = ids.get(entry.full_url or "", "").partition("/")[2] or None
         result = services.writes(uow).create(
-            rtype, entry.resource, condition=entry.if_none_exist, rid=rid
+            rtype, entry.resource, condition=entry.if_none_exist, rid=rid, offline=offline
         )
         return _write_entry(req, result)
     if entry.method == "PUT" and len(segments) == 2:
@@ -242,7 +249,7 @@ def _run(
             if version is None:
                 raise ValidationFailed("Malformed ifMatch", issues=[Issue("bad", "ifMatch")])
         result = services.writes(uow).put(
-            rtype, segments[1], entry.resource, if_match=version, reason=None
+            rtype, segments[1], entry.resource, if_match=version, reason=None, offline=offline
         )
         return _write_entry(req, result)
     if entry.method == "GET":
@@ -268,9 +275,10 @@ def _run(
 
 def _write_entry(req: FhirRequest, result: WriteResult) -> dict[str, Any]:
     res = result.resource
+    visible = not result.matched or may_see_match(req.principal, res.resource_type)
     return {
         "fullUrl": f"{req.base_url}/{res.resource_type}/{res.id}",
-        "resource": res.content,
+        **({"resource": res.content} if visible else {}),
         "response": {
             "status": STATUS_TEXT[201 if result.created else 200],
             "location": f"{res.resource_type}/{res.id}/_history/{res.version_id}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app.auth import Principal
 from app.auth.scopes import scope_allows
+from app.domain import access
 from app.errors import Forbidden, MethodNotAllowed
 from app.fhir import capability
 
@@ -40,6 +41,13 @@ def check_scope(principal: Principal | None, resource_type: str, interaction: st
 def allow(principal: Principal | None, resource_type: str, interaction: str) -> None:
     require_advertised(resource_type, interaction)
     check_scope(principal, resource_type, interaction)
+
+
+def may_see_match(principal: Principal | None, resource_type: str) -> bool:
+    """May the caller of a conditional create see the resource it matched? Only with read
+    rights: a role that reads, and SMART scopes that allow reading the type."""
+    assert principal is not None
+    return access.may(principal, access.Permission.READ) and may_read(principal, resource_type)
 
 
 def may_read(principal: Principal, resource_type: str) -> bool:

@@ -17,6 +17,7 @@ from app.auth import Principal
 from app.cds.engine import CdsEngine
 from app.db import Database
 from app.domain.lifecycle import Action
+from app.domain.offline import is_offline, refuse_offline_order_set
 from app.errors import (
     Issue,
     MethodNotAllowed,
@@ -36,7 +37,7 @@ from app.fhir.http import (
     prefer,
     resource_headers,
 )
-from app.fhir.interactions import check_scope, not_allowed_message
+from app.fhir.interactions import check_scope, may_see_match, not_allowed_message
 from app.fhir.outcomes import informational
 from app.fhir.params import acknowledge_params, int_param, provenance_reason
 from app.fhir.plan_apply import apply_parameters, check_written_scopes
@@ -129,7 +130,9 @@ class FhirRouter:
             raise RouteNotFound(f"Operation ${name} is not supported on {rtype}")
         if req.method != "POST":
             raise MethodNotAllowed(f"${name} takes POST")
-        check_scope(req.principal, rtype, "update")
+        # $activate/$acknowledge change the order; $apply reads the PlanDefinition and
+        # creates what it writes (checked on the result: check_written_scopes).
+        check_scope(req.principal, rtype, "read" if name == "apply" else "update")
         return handlers[name](req)
 
     def operation_definition(self, req: FhirRequest) -> FhirResponse:
@@ -232,9 +235,10 @@ class FhirRouter:
         body = parse_json(req.body)
         condition = req.header("if-none-exist")
         reason = provenance_reason(req)
+        offline = is_offline(req.header("x-offline-queued-at"))
         with self.uow(req) as uow:
             result = self.services.writes(uow).create(
-                rtype, body, condition=condition, reason=reason
+                rtype, body, condition=condition, reason=reason, offline=offline
             )
         return self._written(req, result)
 
@@ -243,9 +247,10 @@ class FhirRouter:
         body = parse_json(req.body)
         version = if_match(req)
         reason = provenance_reason(req)
+        offline = is_offline(req.header("x-offline-queued-at"))
         with self.uow(req) as uow:
             result = self.services.writes(uow).put(
-                rtype, rid, body, if_match=version, reason=reason
+                rtype, rid, body, if_match=version, reason=reason, offline=offline
             )
         return self._written(req, result)
 
@@ -278,6 +283,8 @@ class FhirRouter:
     def apply(self, req: FhirRequest) -> FhirResponse:
         """`POST PlanDefinition/[id]/$apply` with Parameters(subject, encounter): stores the
         draft orders and a RequestGroup, returns the CarePlan (app/services/order_sets.py)."""
+        if is_offline(req.header("x-offline-queued-at")):
+            refuse_offline_order_set()
         params = apply_parameters(parse_json(req.body))
         assert req.principal is not None
         with self.uow(req) as uow:
@@ -292,6 +299,11 @@ class FhirRouter:
         return FhirResponse(200, result.care_plan)
 
     def _written(self, req: FhirRequest, result: WriteResult) -> FhirResponse:
+        if result.matched and not may_see_match(req.principal, result.resource.resource_type):
+            # A conditional create matched, but this caller may not read: where, not what.
+            res = result.resource
+            loc = f"{req.base_url}/{res.resource_type}/{res.id}/_history/{res.version_id}"
+            return FhirResponse(200, None, {"Location": loc, "ETag": f'W/"{res.version_id}"'})
         return self._resource(
             req, result.resource, 201 if result.created else 200, location=result.created
         )

@@ -10,6 +10,7 @@ from flask import Response, request
 
 from app.auth import Principal
 from app.domain.ids import from_legacy, to_legacy
+from app.domain.offline import OFFLINE_HEADER, is_offline
 from app.errors import AppError, Issue, ValidationFailed
 from app.legacy_api import roles
 from app.runtime import get_runtime
@@ -18,8 +19,6 @@ from app.web import json_input
 from app.web.errors import json_error, json_error_body
 
 LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-OFFLINE_HEADER = "X-Offline-Queued-At"
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
 def principal(endpoint: str) -> Principal:
@@ -51,15 +50,7 @@ def fhir_id(legacy_id: str, field: str = "id") -> str:
 
 def offline() -> bool:
     """Was this request replayed from a device queue (DESIGN §7)?"""
-    value = request.headers.get(OFFLINE_HEADER)
-    if value is None:
-        return False
-    if not RFC3339.fullmatch(value.strip()):
-        raise ValidationFailed(
-            f"{OFFLINE_HEADER} must be an RFC 3339 date-time",
-            issues=[Issue("not RFC 3339", OFFLINE_HEADER)],
-        )
-    return True
+    return is_offline(request.headers.get(OFFLINE_HEADER))
 
 
 def json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

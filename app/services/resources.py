@@ -39,6 +39,9 @@ from app.store.search.query import SearchQuery, parse_search
 class WriteResult:
     resource: StoredResource
     created: bool
+    #: A conditional create found this existing resource: the caller may see it only with
+    #: read rights (issue 11, item 8), which the face checks (roles and SMART scopes).
+    matched: bool = False
 
 
 def references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -176,7 +179,9 @@ class ResourceService:
         return stored
 
     def find_match(self, resource_type: str, if_none_exist: str) -> StoredResource | None:
-        """The resource an If-None-Exist condition names (write path: create rights suffice)."""
+        """The resource an If-None-Exist condition names. Only a caller who may write the type
+        learns anything (even "more than one match"), so the role check comes first."""
+        access.require(self.principal, access.write_action(resource_type))
         return self._single_match(_condition(resource_type, if_none_exist))
 
     def conditional_create(
@@ -199,13 +204,13 @@ class ResourceService:
         query = _condition(resource_type, if_none_exist)
         match = self._single_match(query)
         if match is not None:
-            return WriteResult(match, created=False)
+            return WriteResult(match, created=False, matched=True)
         rid = rid or new_id(resource_type)
         key = conditional_key(resource_type, query)
         if not self.uow.repo.claim_conditional_key(resource_type, key, rid):
             match = self._single_match(query)
             if match is not None:
-                return WriteResult(match, created=False)
+                return WriteResult(match, created=False, matched=True)
             # The earlier holder no longer matches (its identifier changed): take the key over.
             self.uow.repo.reassign_conditional_key(resource_type, key, rid)
         if create_fn is not None:  # orders: the order workflow creates (and CDS-checks) it

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.cds.engine import CdsEngine
 from app.domain.ids import is_valid_fhir_id
+from app.domain.offline import refuse_offline_create
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import Issue, ValidationFailed
 from app.services.fulfilment import Fulfilment
@@ -35,8 +36,12 @@ class ResourceWrites:
         condition: str | None = None,
         reason: str | None = None,
         rid: str | None = None,
+        offline: bool = False,
     ) -> WriteResult:
-        """Create, optionally conditional (`If-None-Exist`)."""
+        """Create, optionally conditional (`If-None-Exist`). `offline`: the request came from
+        a device queue (DESIGN §7), which may not create medication or referral orders."""
+        if offline:
+            refuse_offline_create(resource_type, body)
         service = ResourceService(self.uow)
         if resource_type in ORDER_RESOURCE_TYPES:
             orders = OrderService(self.uow, self.engine)
@@ -65,9 +70,12 @@ class ResourceWrites:
         *,
         if_match: int | None,
         reason: str | None,
+        offline: bool = False,
     ) -> WriteResult:
         """PUT (update, or update-as-create of a client-chosen id)."""
         check_body_id(resource_type, rid, body)
+        if offline and self.uow.repo.read(resource_type, rid) is None:
+            refuse_offline_create(resource_type, body)  # a PUT that creates is a create
         if resource_type in ORDER_RESOURCE_TYPES:
             result, created = OrderService(self.uow, self.engine).put_order(
                 resource_type, rid, body, if_match=if_match, reason=reason

@@ -213,3 +213,158 @@ def test_medication_orders_follow_the_same_rule(ward: Ward) -> None:
     body = medication_request(ward.b)
     created = _ok(ward.client.post(f"{BASE}/MedicationRequest", json=body, headers=ward.doc), 201)
     assert ward.get(f"MedicationRequest/{created['id']}", token).status_code == 404
+
+
+# ---------------------------------------------------------------- item 8
+IDENTIFIER = "urn:example:placer"
+
+
+def _conditional(ward: Ward, who: dict[str, str], value: str) -> Any:
+    body = service_request(ward.a, identifier=[{"system": IDENTIFIER, "value": value}])
+    headers = {**who, "If-None-Exist": f"identifier={IDENTIFIER}|{value}"}
+    return ward.client.post(f"{BASE}/ServiceRequest", json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        ("PRESCRIBER",),  # may write orders, may not read
+        ("CLINICIAN", "user/ServiceRequest.c"),  # reads by role, but its scope only creates
+    ],
+)
+def test_conditional_create_match_needs_read_to_be_returned(
+    ward: Ward, who: tuple[str, ...]
+) -> None:
+    first = _ok(_conditional(ward, ward.doc, "P-1"), 201)
+    role, *scope = who
+    token = ward.headers(role, **({"scope": scope[0]} if scope else {}))
+    again = _conditional(ward, token, "P-1")
+    assert again.status_code == 200
+    assert not again.get_data(), again.get_data(as_text=True)[:200]
+    assert again.headers["Location"].endswith(f"/ServiceRequest/{first['id']}/_history/1")
+    # With read rights the match comes back, as FHIR says.
+    assert _ok(_conditional(ward, ward.doc, "P-1"))["id"] == first["id"]
+
+
+def test_transaction_checks_roles_and_scopes_before_the_condition(ward: Ward) -> None:
+    for n in (1, 2):  # two orders share the identifier: the condition matches twice
+        body = service_request(ward.a, identifier=[{"system": IDENTIFIER, "value": "DUP"}])
+        _ok(ward.client.post(f"{BASE}/ServiceRequest", json=body, headers=ward.doc), 201)
+        assert n
+    entry = {
+        "fullUrl": "urn:uuid:0b7e2c6e-0000-4000-8000-000000000001",
+        "resource": service_request(ward.a),
+        "request": {
+            "method": "POST",
+            "url": "ServiceRequest",
+            "ifNoneExist": f"identifier={IDENTIFIER}|DUP",
+        },
+    }
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    for token in (ward.headers("NURSE"), ward.headers("CLINICIAN", scope="user/Patient.read")):
+        resp = ward.client.post(BASE, json=bundle, headers=token)
+        assert resp.status_code == 403, resp.get_json()  # not 412: the count stays secret
+    assert ward.client.post(BASE, json=bundle, headers=ward.doc).status_code == 412
+
+
+# ---------------------------------------------------------------- item 10
+def _plan(ward: Ward) -> str:
+    plan = {
+        "resourceType": "PlanDefinition",
+        "status": "active",
+        "name": "Labs",
+        "contained": [
+            {
+                "resourceType": "ActivityDefinition",
+                "id": "cbc",
+                "status": "active",
+                "kind": "ServiceRequest",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+                "extension": [
+                    {
+                        "url": "urn:orders-service:order-category",
+                        "valueCodeableConcept": {
+                            "coding": [{"system": "http://snomed.info/sct", "code": "108252007"}]
+                        },
+                    }
+                ],
+            }
+        ],
+        "action": [{"definitionCanonical": "#cbc"}],
+    }
+    return str(
+        _ok(ward.client.post(f"{BASE}/PlanDefinition", json=plan, headers=ward.doc), 201)["id"]
+    )
+
+
+def _apply(ward: Ward, plan_id: str, who: dict[str, str], **headers: str) -> Any:
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{ward.a}"},
+            {"name": "encounter", "valueString": f"Encounter/{ward.enc_a}"},
+        ],
+    }
+    path = f"{BASE}/PlanDefinition/{plan_id}/$apply"
+    return ward.client.post(path, json=params, headers={**who, **headers})
+
+
+def test_apply_needs_read_on_the_plan_and_create_on_what_it_writes(ward: Ward) -> None:
+    plan_id = _plan(ward)
+    writes = "user/ServiceRequest.c user/RequestGroup.c"
+    reader = ward.headers("CLINICIAN", scope=f"user/PlanDefinition.r {writes}")
+    assert _apply(ward, plan_id, reader).status_code == 200
+    updater = ward.headers("CLINICIAN", scope=f"user/PlanDefinition.u {writes}")
+    assert _apply(ward, plan_id, updater).status_code == 403
+    no_create = ward.headers("CLINICIAN", scope="user/PlanDefinition.r user/RequestGroup.c")
+    before = _ok(ward.get("ServiceRequest?_summary=count", ward.doc))["total"]
+    assert _apply(ward, plan_id, no_create).status_code == 403
+    assert _ok(ward.get("ServiceRequest?_summary=count", ward.doc))["total"] == before
+
+
+# ---------------------------------------------------------------- item 2
+OFFLINE = {"X-Offline-Queued-At": "2026-11-21T06:15:00Z"}
+REFERRAL = {"coding": [{"system": "http://snomed.info/sct", "code": "3457005"}]}
+
+
+def _offline_refused(resp: Any) -> None:
+    assert resp.status_code == 422, resp.get_json()
+    assert _code(resp) == "OFFLINE_CREATE_NOT_ALLOWED"
+
+
+def test_offline_medication_and_referral_creates_are_refused_on_fhir(ward: Ward) -> None:
+    queued = {**ward.doc, **OFFLINE}
+    med = medication_request(ward.a)
+    _offline_refused(ward.client.post(f"{BASE}/MedicationRequest", json=med, headers=queued))
+    referral = service_request(ward.a, category=[REFERRAL])
+    _offline_refused(ward.client.post(f"{BASE}/ServiceRequest", json=referral, headers=queued))
+    put = {**med, "id": "med-offline-1"}
+    _offline_refused(ward.put(put, queued))
+    _offline_refused(_apply(ward, _plan(ward), ward.doc, **OFFLINE))
+    entry = {"resource": med, "request": {"method": "POST", "url": "MedicationRequest"}}
+    lab_entry = {
+        "resource": service_request(ward.a),
+        "request": {"method": "POST", "url": "ServiceRequest"},
+    }
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [entry, lab_entry]}
+    out = _ok(ward.client.post(BASE, json=batch, headers=queued))
+    first, second = out["entry"]
+    assert first["response"]["status"].startswith("422")
+    assert first["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert "OFFLINE_CREATE_NOT_ALLOWED" in str(first["response"]["outcome"])
+    assert second["response"]["status"].startswith("201")
+    transaction = {**batch, "type": "transaction"}
+    _offline_refused(ward.client.post(BASE, json=transaction, headers=queued))
+    assert _ok(ward.get("MedicationRequest?_summary=count", ward.doc))["total"] == 0
+
+
+def test_offline_lab_orders_are_accepted_on_fhir(ward: Ward) -> None:
+    queued = {**ward.doc, **OFFLINE}
+    resp = ward.client.post(f"{BASE}/ServiceRequest", json=service_request(ward.a), headers=queued)
+    assert resp.status_code == 201, resp.get_json()
+
+
+def test_malformed_offline_header_is_400_on_fhir(ward: Ward) -> None:
+    headers = {**ward.doc, "X-Offline-Queued-At": "yesterday"}
+    resp = ward.client.post(f"{BASE}/ServiceRequest", json=service_request(ward.a), headers=headers)
+    assert resp.status_code == 400

@@ -203,3 +203,46 @@ def order_with_status(
             order = put_status(client, headers, order, step)
     assert order["status"] == target, order
     return order
+
+
+#: Task elements that tie it to its order and patient: set by activation, never changed.
+TASK_TIES = ("focus", "for", "basedOn")
+
+
+def task_for(client: FlaskClient, headers: dict[str, str], body: dict[str, Any]) -> str:
+    """A Task the way one comes to exist: activate an order, then let its performer update
+    the Task the activation created with `body`'s other elements (status, owner, …).
+
+    The order is `body["focus"]` (or its `basedOn`), activated if still a draft; without
+    either, a new laboratory order for `body["for"]`'s patient. Returns the Task's id.
+    """
+    ref = (body.get("focus") or next(iter(body.get("basedOn") or []), None) or {}).get("reference")
+    if ref:
+        rtype, rid = ref.split("/")[-2:]
+        order = _read(client, headers, rtype, rid)
+    else:
+        pid = body["for"]["reference"].split("/")[-1]
+        draft = {
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "order",
+            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "subject": {"reference": f"Patient/{pid}"},
+        }
+        r = client.post(f"{BASE}/ServiceRequest", json=draft, headers=headers)
+        assert r.status_code == 201, ("create draft", r.status_code, _json(r))
+        order = r.get_json()
+    if order["status"] == "draft":
+        order = activate(client, headers, order)
+    r = client.get(f"{BASE}/Task?focus={order['resourceType']}/{order['id']}", headers=headers)
+    assert r.status_code == 200, _json(r)
+    task = r.get_json()["entry"][0]["resource"]
+    changes = {k: v for k, v in body.items() if k not in (*TASK_TIES, "resourceType", "id")}
+    if changes:
+        updated = {**{k: v for k, v in task.items() if k != "meta"}, **changes}
+        r = client.put(
+            f"{BASE}/Task/{task['id']}", json=updated, headers={**headers, **_if_match(task)}
+        )
+        assert r.status_code == 200, ("update Task", r.status_code, _json(r))
+    return str(task["id"])

@@ -16,7 +16,7 @@ from app.domain.fhir_models import validate_resource
 from app.domain.ids import new_id
 from app.domain.lifecycle import Action, next_state, state_of
 from app.domain.order_types import ORDER_RESOURCE_TYPES, business_status, is_referral
-from app.errors import ResourceNotFound
+from app.errors import Issue, ResourceNotFound, ValidationFailed
 from app.services import provenance
 from app.services.resources import check_references
 from app.services.unit_of_work import UnitOfWork
@@ -26,6 +26,25 @@ from app.store.search.query import parse_search
 
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
 CLOSED = frozenset({"completed", "cancelled", "entered-in-error", "failed", "rejected"})
+
+
+#: What ties a Task to its order and patient. Activation sets them; nobody changes them, so a
+#: Task can only ever complete its own order (issue 11, item 6).
+TASK_TIES = ("focus", "for", "basedOn")
+
+
+def _check_ties(current: dict[str, Any], doc: dict[str, Any]) -> None:
+    changed = [k for k in TASK_TIES if _refs(current.get(k)) != _refs(doc.get(k))]
+    if changed:
+        paths = ", ".join(f"Task.{k}" for k in changed)
+        msg = f"{paths} cannot change: a Task belongs to the order whose activation created it"
+        raise ValidationFailed(msg, issues=[Issue(msg, f"Task.{k}") for k in changed])
+
+
+def _refs(value: Any) -> list[str | None]:
+    """The references of a Reference or a list of them, for comparison."""
+    items = value if isinstance(value, list) else [value] if value is not None else []
+    return [i.get("reference") if isinstance(i, dict) else None for i in items]
 
 
 class Fulfilment:
@@ -93,7 +112,9 @@ class Fulfilment:
         current = self.repo.read("Task", task_id, for_update=True)
         if current is None:
             raise ResourceNotFound(f"Task/{task_id} not found; Tasks are created on activation")
-        focus = parse_reference((doc.get("focus") or {}).get("reference", ""))
+        _check_ties(current.content, doc)
+        # The order is the one activation tied the Task to (unchanged, checked above).
+        focus = parse_reference((current.content.get("focus") or {}).get("reference", ""))
         order = (
             self.repo.read(focus[0], focus[1])
             if focus and focus[0] in ORDER_RESOURCE_TYPES
@@ -114,6 +135,8 @@ class Fulfilment:
         return stored
 
     def _complete_order(self, order: StoredResource) -> None:
+        if order.content.get("status") == "completed":
+            return
         state = state_of(order.content["status"])
         next_state(state, Action.COMPLETE)
         doc = {**order.content, "status": "completed"}

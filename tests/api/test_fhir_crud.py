@@ -26,7 +26,6 @@ from tests.fhir_data import (
     patient,
     plan_definition,
     service_request,
-    task,
 )
 
 BASE = "/fhir/R4"
@@ -84,7 +83,6 @@ CREATABLE: list[tuple[str, Builder, str]] = [
     ("ServiceRequest", service_request, "ord-"),
     ("MedicationRequest", medication_request, "ord-"),
     ("NutritionOrder", nutrition_order, "ord-"),
-    ("Task", task, ""),
     ("Encounter", encounter, ""),
     ("AllergyIntolerance", allergy_intolerance, ""),
     ("PlanDefinition", lambda p: plan_definition(), "ords-"),
@@ -491,9 +489,8 @@ def test_update_with_an_invalid_body_is_400_and_keeps_the_version(
         (lambda p: encounter("pat-does-not-exist"), "Encounter.subject"),
         (lambda p: allergy_intolerance("pat-does-not-exist"), "AllergyIntolerance.patient"),
         (lambda p: service_request(p, basedOn=[{"reference": "ServiceRequest/ord-nope"}]), "ServiceRequest.basedOn[0]"),
-        (lambda p: task(p, focus="ServiceRequest/ord-nope"), "Task.focus"),
     ],
-    ids=["encounter-patient", "allergy-patient", "order-based-on", "task-focus"],
+    ids=["encounter-patient", "allergy-patient", "order-based-on"],
 )  # fmt: skip
 def test_reference_to_a_missing_resource_is_400_and_nothing_stored(
     client: FlaskClient, staff: dict[str, str], pid: str, build: Mutator, path: str

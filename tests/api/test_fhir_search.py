@@ -33,7 +33,7 @@ from tests.fhir_data import (
     service_request,
     task,
 )
-from tests.orders import ORDER_RESOURCE_TYPES, order_with_status
+from tests.orders import ORDER_RESOURCE_TYPES, order_with_status, task_for
 
 BASE = "/fhir/R4"
 SUBSETTED = "SUBSETTED"
@@ -271,7 +271,7 @@ def test_search_parameter_matches_only_the_right_resource(
 ) -> None:
     world = World(client, staff)
     build = BASE_BUILDERS[rtype]
-    make = order if rtype in ORDER_RESOURCE_TYPES else create
+    make = order if rtype in ORDER_RESOURCE_TYPES else task_for if rtype == TASK else create
     good = make(client, staff, build(world, match(world)))
     bad = make(client, staff, build(world, nomatch(world)))
     for template in queries:
@@ -724,8 +724,8 @@ def test_include_task_focus(client: FlaskClient, staff: dict[str, str]) -> None:
         create(client, staff, service_request(pid)),
         create(client, staff, service_request(pid)),
     )
-    t1 = create(client, staff, task(pid, focus=f"ServiceRequest/{sr1}"))
-    create(client, staff, task(pid, focus=f"ServiceRequest/{sr2}", status="in-progress"))
+    t1 = task_for(client, staff, task(pid, focus=f"ServiceRequest/{sr1}"))
+    task_for(client, staff, task(pid, focus=f"ServiceRequest/{sr2}", status="in-progress"))
     result = search(client, staff, "Task", "status=requested&_include=Task:focus")
     assert matches(result) == [t1]
     assert included(result) == [("ServiceRequest", sr1)]

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import TokenFactory
 from tests.fhir_data import encounter, medication_request, patient, service_request
+from tests.orders import activate
 
 BASE = "/fhir/R4"
 
@@ -368,3 +369,68 @@ def test_malformed_offline_header_is_400_on_fhir(ward: Ward) -> None:
     headers = {**ward.doc, "X-Offline-Queued-At": "yesterday"}
     resp = ward.client.post(f"{BASE}/ServiceRequest", json=service_request(ward.a), headers=headers)
     assert resp.status_code == 400
+
+
+# ---------------------------------------------------------------- item 6
+def _active_order(ward: Ward) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An activated lab order for patient A and the Task its activation created."""
+    order = activate(ward.client, ward.doc, ward.order(ward.a))
+    found = _ok(ward.get(f"Task?focus=ServiceRequest/{order['id']}", ward.doc))
+    return order, found["entry"][0]["resource"]
+
+
+def test_tasks_are_created_by_activation_only(ward: Ward) -> None:
+    nurse = ward.headers("NURSE")
+    order, _task = _active_order(ward)
+    body = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "focus": {"reference": f"ServiceRequest/{order['id']}"},
+        "for": {"reference": f"Patient/{ward.a}"},
+    }
+    before = _ok(ward.get("Task?_summary=count", ward.doc))["total"]
+    assert ward.client.post(f"{BASE}/Task", json=body, headers=nurse).status_code == 405
+    put_new = ward.put({**body, "id": "task-made-up"}, nurse)
+    assert put_new.status_code == 404, put_new.get_json()
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "Task"}}],
+    }
+    out = _ok(ward.client.post(BASE, json=batch, headers=nurse))
+    assert out["entry"][0]["response"]["status"].startswith("405")
+    assert _ok(ward.get("Task?_summary=count", ward.doc))["total"] == before
+
+
+@pytest.mark.parametrize(
+    "tie",
+    ["focus", "for", "basedOn"],
+)
+def test_a_task_cannot_be_pointed_at_another_order(ward: Ward, tie: str) -> None:
+    nurse = ward.headers("NURSE")
+    mine, my_task = _active_order(ward)
+    other, _other_task = _active_order(ward)
+    moved = {k: v for k, v in my_task.items() if k != "meta"}
+    moved["status"] = "completed"
+    if tie == "focus":
+        moved["focus"] = {"reference": f"ServiceRequest/{other['id']}"}
+    elif tie == "for":
+        moved["for"] = {"reference": f"Patient/{ward.b}"}
+    else:
+        moved["basedOn"] = [{"reference": f"ServiceRequest/{other['id']}"}]
+    resp = ward.put(moved, nurse, **{"If-Match": f'W/"{my_task["meta"]["versionId"]}"'})
+    assert resp.status_code == 400, resp.get_json()
+    assert f"Task.{tie}" in resp.get_data(as_text=True)
+    for order in (mine, other):
+        assert _ok(ward.get(f"ServiceRequest/{order['id']}", ward.doc))["status"] == "active"
+
+
+def test_completing_a_task_completes_only_its_own_order(ward: Ward) -> None:
+    nurse = ward.headers("NURSE")
+    mine, my_task = _active_order(ward)
+    other, _other_task = _active_order(ward)
+    done = {**{k: v for k, v in my_task.items() if k != "meta"}, "status": "completed"}
+    _ok(ward.put(done, nurse, **{"If-Match": f'W/"{my_task["meta"]["versionId"]}"'}))
+    assert _ok(ward.get(f"ServiceRequest/{mine['id']}", ward.doc))["status"] == "completed"
+    assert _ok(ward.get(f"ServiceRequest/{other['id']}", ward.doc))["status"] == "active"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from app.services.unit_of_work import UnitOfWork
 from tests.conftest import TokenFactory
 from tests.fhir_data import encounter, medication_request, patient, service_request
 from tests.orders import activate
@@ -98,8 +99,6 @@ def test_a_patient_sees_no_version_that_was_not_theirs(
     order = ward.order(ward.b)
     rid = order["id"]
     # Written below the service layer, as old data would be: the store itself.
-    from app.services.unit_of_work import UnitOfWork
-
     runtime = app.extensions["orders"]
     doc = {**_strip_meta(order), "subject": {"reference": f"Patient/{ward.a}"}}
     with app.app_context(), UnitOfWork(runtime.database, _principal(app, headers)) as uow:

@@ -24,6 +24,8 @@ TIMINGS: dict[str, dict[str, Any]] = {
     "QDS": {"repeat": {"frequency": 4, "period": 1, "periodUnit": "d"}},
     "TDS": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}},
     "WEEKLY": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}},
+    "QW": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}},
+    "Q2D": {"repeat": {"frequency": 1, "period": 2, "periodUnit": "d"}},
 }
 
 

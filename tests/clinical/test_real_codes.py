@@ -114,16 +114,21 @@ def test_methotrexate_tablet_once_daily_is_a_hard_stop(face: Face) -> None:
     assert "DOSE-METHOTREXATE-WEEKLY" in placed.rules()
 
 
-def test_methotrexate_tablet_weekly_has_no_serious_alert(
-    client: FlaskClient, headers: TokenFactory
-) -> None:
-    """Weekly is Timing repeat frequency 1 per 1 wk on the FHIR face (the legacy frequency
-    vocabulary gains WEEKLY on another branch; the rule already reads it defensively)."""
-    face = FhirFace(client, headers)
+@pytest.mark.parametrize("frequency", ["WEEKLY", "QW"])
+def test_methotrexate_tablet_weekly_has_no_serious_alert(face: Face, frequency: str) -> None:
+    """Weekly is Timing repeat frequency 1 per 1 wk on the FHIR face, `WEEKLY`/`QW` on the
+    legacy face (mapped to the same Timing)."""
     pid = face.patient()
-    placed = face.prescribe(pid, METHOTREXATE_2_5, dose=15, unit="mg", frequency="WEEKLY")
+    placed = face.prescribe(pid, METHOTREXATE_2_5, dose=15, unit="mg", frequency=frequency)
     assert placed.status == 201
     assert not [a for a in placed.alerts if a.level in ("warning", "hard-stop")]
+
+
+def test_methotrexate_every_other_day_is_still_flagged(face: Face) -> None:
+    pid = face.patient()
+    placed = face.prescribe(pid, METHOTREXATE_2_5, dose=2.5, unit="mg", frequency="Q2D")
+    assert (placed.status, placed.error_code) == (422, "CDS_HARD_STOP")
+    assert "DOSE-METHOTREXATE-WEEKLY" in placed.rules()
 
 
 def test_seven_year_old_and_codeine_is_a_hard_stop(face: Face) -> None:

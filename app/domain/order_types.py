@@ -7,6 +7,7 @@ Nursing and activity orders have no standard category, so they get local codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +91,45 @@ def is_referral(order: dict[str, Any]) -> bool:
 def business_status(code: str) -> dict[str, Any]:
     """A referral Task's businessStatus."""
     return {"coding": [{"system": REFERRAL_STATUS_SYSTEM, "code": code}], "text": code}
+
+
+#: On an order-set template (a contained ActivityDefinition): the legacy `orderType` it was
+#: created with (app/legacy_api/mapping/order_set.py writes it).
+TEMPLATE_ORDER_TYPE_EXTENSION = "urn:orders-service:legacy:orderType"
+_KIND_TYPE = {"MedicationRequest": "medication", "NutritionOrder": "diet"}
+
+
+def plan_templates(plan: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The order-set templates of a PlanDefinition as the legacy face shows them: the
+    contained ActivityDefinition of each top-level action (`definitionCanonical: "#id"`),
+    in action order."""
+    contained = {
+        c.get("id"): c
+        for c in plan.get("contained") or ()
+        if isinstance(c, dict) and c.get("resourceType") == "ActivityDefinition"
+    }
+    out: list[Mapping[str, Any]] = []
+    for action in plan.get("action") or ():
+        ref = str((action if isinstance(action, dict) else {}).get("definitionCanonical") or "")
+        definition = contained.get(ref[1:]) if ref.startswith("#") else None
+        if definition is not None:
+            out.append(definition)
+    return out
+
+
+def template_order_type(definition: Mapping[str, Any]) -> str:
+    """A template's order type as written (`lab` stays `lab`): the legacy extension, else
+    from `kind` (a ServiceRequest without it counts as a procedure)."""
+    for ext in definition.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == TEMPLATE_ORDER_TYPE_EXTENSION:
+            value = ext.get("valueString")
+            if value in ORDER_TYPES:
+                return str(value)
+            break
+    return _KIND_TYPE.get(str(definition.get("kind")), "procedure")
+
+
+def plan_order_types(plan: Mapping[str, Any]) -> set[str]:
+    """The order types (canonical names: `lab` is `laboratory`) an order set's templates
+    hold: what the legacy `orderType` filter matches, indexed as `PlanDefinition.order-type`."""
+    return {ORDER_TYPES[template_order_type(d)].name for d in plan_templates(plan)}

@@ -97,9 +97,8 @@ class Fulfilment:
             self._write("Task", task.id, doc, task.version_id, reason=reason or f"order {status}")
 
     def tasks_of(self, order: StoredResource) -> list[StoredResource]:
-        query = parse_search("Task", [("focus", order.reference), ("_count", "100")])
-        query.with_total = False
-        return self.repo.search(query).resources
+        """Every Task whose focus is the order (all pages: closing an order closes them all)."""
+        return self.repo.search_all(parse_search("Task", [("focus", order.reference)]))
 
     def update_task(
         self, task_id: str, body: Any, *, if_match: int | None, reason: str | None

@@ -12,12 +12,12 @@ from typing import Any
 
 from app.domain import access
 from app.domain.clock import format_instant
-from app.domain.order_types import ORDER_RESOURCE_TYPES
+from app.domain.order_types import ORDER_RESOURCE_TYPES, REFERRAL_STATUS_SYSTEM
 from app.errors import OrderNotFound
 from app.services.resources import find_all
 from app.services.unit_of_work import UnitOfWork
 from app.store import StoredResource
-from app.store.search.query import parse_search
+from app.store.search.query import SearchQuery, TokenValue, parse_search, reverse_token
 
 
 @dataclass
@@ -36,7 +36,9 @@ class OrderSnapshot:
 
 @dataclass
 class OrderPage:
-    items: list[StoredResource]
+    """One numbered page of orders (snapshots without history) and the total match count."""
+
+    items: list[OrderSnapshot]
     total: int
 
 
@@ -57,7 +59,7 @@ class OrderReader:
     def snapshot(self, rid: str, types: tuple[str, ...] = ORDER_RESOURCE_TYPES) -> OrderSnapshot:
         """One order with its versions, their Provenance, its alerts and its Task."""
         order = self.find(rid, types)
-        found = self.repo.history(order.resource_type, order.id, count=1000)
+        found = self.repo.history(order.resource_type, order.id, count=None)
         versions = [v.content for v in reversed(found[0])] if found else []
         provenance = self._search("Provenance", [("target", order.reference)])
         first = versions[0] if versions else order.content
@@ -101,20 +103,36 @@ class OrderReader:
     def page(
         self, searches: list[tuple[str, list[tuple[str, str]]]], *, page: int, page_size: int
     ) -> OrderPage:
-        """Newest first across order types (ids are ULIDs, so `-_id` is creation order)."""
+        """Page `page` (from 1) of orders matching `searches` ((resource type, FHIR search
+        parameters) per order type), newest first across types (ids are ULIDs), with the
+        total: paged in the database (app/store/listing.py), so no page and no total is
+        capped."""
+        queries = [parse_search(rtype, params, strict=True) for rtype, params in searches]
+        return self._numbered(queries, page, page_size)
+
+    def referrals(
+        self,
+        params: list[tuple[str, str]],
+        *,
+        referral_status: str | None,
+        page: int,
+        page_size: int,
+    ) -> OrderPage:
+        """Referral ServiceRequests matching `params` and, with `referral_status`, whose
+        fulfilment Task has that business status (DESIGN §1: the status lives on the Task):
+        a reverse-chained search the database answers, so the total counts every match."""
+        query = parse_search("ServiceRequest", params, strict=True)
+        if referral_status is not None:
+            wanted = (TokenValue(REFERRAL_STATUS_SYSTEM, referral_status),)
+            query.criteria.append(reverse_token("Task", "focus", "business-status", wanted))
+        return self._numbered([query], page, page_size)
+
+    def _numbered(self, queries: list[SearchQuery], page: int, page_size: int) -> OrderPage:
         access.require(self.uow.principal, access.Permission.READ)
-        wanted = page * page_size
-        merged: list[StoredResource] = []
-        total = 0
-        for rtype, params in searches:
-            query = parse_search(
-                rtype, [*params, ("_sort", "-_id"), ("_count", str(wanted))], strict=True
-            )
-            result = self.repo.search(query)
-            total += result.total or 0
-            merged += result.resources
-        merged.sort(key=lambda r: r.id, reverse=True)
-        return OrderPage(merged[(page - 1) * page_size : wanted], total)
+        found, total = self.repo.newest_first(
+            queries, offset=(page - 1) * page_size, limit=page_size
+        )
+        return OrderPage(self.summaries(found), total)
 
     def _search(self, rtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return find_all(self.uow, rtype, params)

@@ -38,10 +38,10 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain.clock import format_instant, utcnow
 from app.errors import VersionConflict
+from app.store.listing import NumberedPages
 from app.store.records import IdTaken, StoredResource
 from app.store.search import definitions
 from app.store.search.extract import IndexValues, compartment_patient, extract
-from app.store.searching import ResourceSearch
 from app.store.statements import (
     CK,
     CLAIM_KEY,
@@ -64,7 +64,7 @@ from app.store.statements import (
 )
 
 
-class Repository(ResourceSearch):
+class Repository(NumberedPages):
     # ---------------------------------------------------------------- reads
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
@@ -106,8 +106,15 @@ class Repository(ResourceSearch):
         return found if self._in_compartment(found, current) else None
 
     def history(
-        self, resource_type: str, rid: str, *, count: int, before_version: int | None = None
+        self,
+        resource_type: str,
+        rid: str,
+        *,
+        count: int | None,
+        before_version: int | None = None,
     ) -> tuple[list[StoredResource], int] | None:
+        """Versions newest first, at most `count` (None: every one, for a face that shows
+        a whole history)."""
         current = self.read(resource_type, rid)
         if current is None:
             return None
@@ -116,7 +123,7 @@ class Repository(ResourceSearch):
         if before_version is not None and not scoped:
             where.append(V.c.version_id < before_version)
         stmt = select(V).where(*where).order_by(V.c.version_id.desc())
-        rows = self._execute(stmt if scoped else stmt.limit(count)).all()
+        rows = self._execute(stmt if scoped or count is None else stmt.limit(count)).all()
         versions = [
             StoredResource(
                 resource_type, rid, r.version_id, r.last_updated, r.content, current.patient_id

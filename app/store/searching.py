@@ -153,6 +153,8 @@ class ResourceSearch(StoreConnection):
             return and_(*[_point_cond(R.c.last_updated, v) for v in c.values])
         assert c.param is not None
         param = c.param
+        if c.kind == "has":
+            return R.c.id.in_(self._referenced_by(resource_type, c))
         if c.kind == "token" and param.column == "status":
             codes = [v.code for v in c.values if v.code is not None]
             return R.c.status.in_(codes) if codes else R.c.status.is_not(None)
@@ -167,6 +169,26 @@ class ResourceSearch(StoreConnection):
             or_(*conds),
         )
         return R.c.id.in_(sub)
+
+    def _referenced_by(self, resource_type: str, c: Criterion) -> Select[Any]:
+        """Ids of `resource_type` that a source resource with a matching token references:
+        the source's token rows (primary key) → its reference rows (`ix_sp_reference_res`)."""
+        assert c.via is not None and c.param is not None
+        source_type, reference_param = c.via
+        _table, conds = self._index_conds(dataclasses.replace(c, kind="token"))
+        sources = select(TOK.c.res_id).where(
+            TOK.c.tenant_id == self.tenant_id,
+            TOK.c.res_type == source_type,
+            TOK.c.param == c.param.name,
+            or_(*conds),
+        )
+        return select(REF.c.ref_id).where(
+            REF.c.tenant_id == self.tenant_id,
+            REF.c.res_type == source_type,
+            REF.c.res_id.in_(sources),
+            REF.c.param == reference_param,
+            REF.c.ref_type == resource_type,
+        )
 
     @staticmethod
     def _index_conds(c: Criterion) -> tuple[Any, list[ColumnElement[bool]]]:
@@ -265,7 +287,7 @@ def _range_cond(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
 
 
 # ------------------------------------------------------------------ column-only searches
-def _is_column(c: Criterion) -> bool:
+def is_column(c: Criterion) -> bool:
     """Answered by the resource table's own columns (see `Repository._criterion`)."""
     if c.kind == "id":
         return True
@@ -288,7 +310,7 @@ def _column_values(c: Criterion) -> list[str]:
 def _column_shape(query: SearchQuery) -> tuple[Any, ...] | None:
     """What the statement of a column-only search depends on besides bound values, or None
     when a criterion needs the index tables (those keep the general path)."""
-    if not all(_is_column(c) for c in query.criteria):
+    if not all(is_column(c) for c in query.criteria):
         return None
     kinds = tuple(
         (c.kind if c.kind == "id" else c.param.column if c.param else "", bool(_column_values(c)))

@@ -105,6 +105,16 @@ def _samples(pid: str, eid: str, sr_id: str) -> dict[str, dict[str, Any]]:
             "title": "Community acquired pneumonia",
             "date": "2026-01-01",
             "identifier": [{"system": "urn:set", "value": "S1"}],
+            "contained": [
+                {
+                    "resourceType": "ActivityDefinition",
+                    "id": "t1",
+                    "status": "active",
+                    "kind": "ServiceRequest",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+                }
+            ],
+            "action": [{"title": "CBC", "definitionCanonical": "#t1"}],
         },
         "ActivityDefinition": {
             "resourceType": "ActivityDefinition",

@@ -275,8 +275,8 @@ def order_searches(query: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, 
 def referral_search(query: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Validated `GET /v1/orders/referrals` filters → ServiceRequest search parameters.
 
-    `referralStatus` lives on the referral's Task (`Task?business-status=…`); it is not a
-    ServiceRequest parameter, so the caller filters on it (see `referral_status`).
+    `referralStatus` lives on the referral's Task (`Task?business-status=…`), not on the
+    ServiceRequest: `OrderReader.referrals` takes it apart and has the database join it.
     """
     referral = ORDER_TYPES["referral"]
     params: list[tuple[str, str]] = [("category", f"{SNOMED}|{referral.category_code}")]

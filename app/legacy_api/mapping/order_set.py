@@ -20,7 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from app.domain.ids import to_legacy
-from app.domain.order_types import ACTIVITY_CATEGORY_EXTENSION, ORDER_TYPES
+from app.domain.order_types import (
+    ACTIVITY_CATEGORY_EXTENSION,
+    ORDER_TYPES,
+    plan_order_types,
+    plan_templates,
+    template_order_type,
+)
 from app.legacy_api.mapping import medication
 from app.legacy_api.mapping.common import (
     DETAIL_BLOCKS,
@@ -41,7 +47,6 @@ PLAN_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 #: Template fields whose value is a list (one extension per item).
 LIST_FIELDS = frozenset({"dietDetail.supplements"})
 TOP_FIELDS = ("orderType", "orderCode", "priority", "notes")
-_KIND_TYPE = {"MedicationRequest": "medication", "NutritionOrder": "diet"}
 
 
 def _computable_name(title: str) -> str:
@@ -141,9 +146,7 @@ def template_of(ad: Mapping[str, Any]) -> JSON:
     The legacy extensions win; an ActivityDefinition written on the FHIR face without them
     still gives its type (from `kind`, ServiceRequest shown as `procedure`) and code.
     """
-    order_type = ext_value(ad, "orderType")
-    if order_type not in ORDER_TYPES:
-        order_type = _KIND_TYPE.get(str(ad.get("kind")), "procedure")
+    order_type = template_order_type(ad)
     out: JSON = {"orderType": order_type}
     code = (
         ext_value(ad, "orderCode")
@@ -177,18 +180,7 @@ def template_of(ad: Mapping[str, Any]) -> JSON:
 
 def templates_of(pd: Mapping[str, Any]) -> list[JSON]:
     """The legacy templates of a PlanDefinition, in action order."""
-    contained = {
-        c.get("id"): c
-        for c in pd.get("contained") or ()
-        if isinstance(c, dict) and c.get("resourceType") == "ActivityDefinition"
-    }
-    out: list[JSON] = []
-    for action in pd.get("action") or ():
-        ref = str((action or {}).get("definitionCanonical") or "")
-        ad = contained.get(ref[1:]) if ref.startswith("#") else None
-        if ad is not None:
-            out.append(template_of(ad))
-    return out
+    return [template_of(ad) for ad in plan_templates(pd)]
 
 
 def order_set_from_fhir(pd: Mapping[str, Any]) -> JSON:
@@ -216,8 +208,7 @@ def order_set_created_response(pd: Mapping[str, Any]) -> JSON:
 
 def has_order_type(pd: Mapping[str, Any], order_type: str) -> bool:
     """Whether the set holds a template of `order_type` (`lab` and `laboratory` are one)."""
-    wanted = ORDER_TYPES[order_type].name
-    return any(ORDER_TYPES[t["orderType"]].name == wanted for t in templates_of(pd))
+    return ORDER_TYPES[order_type].name in plan_order_types(pd)
 
 
 def legacy_request_builder(

@@ -16,11 +16,11 @@ from app.legacy_api.http import (
     unit_of_work,
 )
 from app.runtime import get_runtime
+from app.services.order_set_reads import OrderSetReader
 from app.services.order_sets import OrderSetService
 from app.services.resources import ResourceService
 
 bp = Blueprint("legacy_order_sets", __name__)
-MAX_SETS = 1000
 
 
 @bp.post("/order-sets")
@@ -39,20 +39,16 @@ def list_sets() -> Response:
     the name (case- and accent-insensitive, anywhere in it)."""
     who = principal("order_sets.list")
     query = schemas.load(schemas.OrderSetListQuerySchema, request.args.to_dict())
-    params = [("_sort", "-_id"), ("_count", str(MAX_SETS))]
-    if query.get("search"):
-        params.append(("title:contains", query["search"]))
     with unit_of_work(who) as uow:
-        found = ResourceService(uow).search_params("PlanDefinition", params)
-    sets = [
-        r.content
-        for r in found
-        if not query.get("orderType") or mapping.has_order_type(r.content, query["orderType"])
-    ]
-    start = (query["page"] - 1) * query["pageSize"]
-    items = [mapping.order_set_from_fhir(s) for s in sets[start : start + query["pageSize"]]]
+        found = OrderSetReader(uow).page(
+            order_type=query.get("orderType"),
+            title=query.get("search"),
+            page=query["page"],
+            page_size=query["pageSize"],
+        )
+    items = [mapping.order_set_from_fhir(r.content) for r in found.items]
     return json(
-        {"items": items, "page": query["page"], "pageSize": query["pageSize"], "total": len(sets)}
+        {"items": items, "page": query["page"], "pageSize": query["pageSize"], "total": found.total}
     )
 
 

@@ -127,11 +127,10 @@ def list_orders() -> Response:
     if query.get("patientId") is None and "ADMIN" not in who.roles:
         raise ValidationFailed("patientId is required", issues=[Issue("required", "patientId")])
     with unit_of_work(who) as uow:
-        reader = OrderReader(uow)
-        page = reader.page(
+        page = OrderReader(uow).page(
             mapping.order_searches(query), page=query["page"], page_size=query["pageSize"]
         )
-        items = [_summary(snap) for snap in reader.summaries(page.items)]
+    items = [_summary(snap) for snap in page.items]
     return json(
         {"items": items, "page": query["page"], "pageSize": query["pageSize"], "total": page.total}
     )

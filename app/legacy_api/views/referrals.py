@@ -13,7 +13,6 @@ from app.legacy_api.http import fhir_id, json, principal, unit_of_work
 from app.services.order_reads import OrderReader, OrderSnapshot
 
 bp = Blueprint("legacy_referrals", __name__)
-MAX_REFERRALS = 1000
 
 
 @bp.get("/orders/referrals/<order_id>")
@@ -45,21 +44,17 @@ def list_referrals() -> Response:
     who = principal("referrals.list")
     query = schemas.load(schemas.ReferralListQuerySchema, request.args.to_dict())
     with unit_of_work(who) as uow:
-        reader = OrderReader(uow)
-        found = reader.page(
-            [("ServiceRequest", mapping.referral_search(query))], page=1, page_size=MAX_REFERRALS
+        found = OrderReader(uow).referrals(
+            mapping.referral_search(query),
+            referral_status=query.get("referralStatus"),
+            page=query["page"],
+            page_size=query["pageSize"],
         )
-        snaps = reader.summaries(found.items)
-    wanted = query.get("referralStatus")
-    items: list[dict[str, Any]] = [
-        _item(s) for s in snaps if wanted is None or mapping.referral_status(s.task) == wanted
-    ]
-    start = (query["page"] - 1) * query["pageSize"]
     return json(
         {
-            "items": items[start : start + query["pageSize"]],
+            "items": [_item(s) for s in found.items],
             "page": query["page"],
             "pageSize": query["pageSize"],
-            "total": len(items),
+            "total": found.total,
         }
     )

@@ -20,6 +20,9 @@ class SearchParam:
     paths: tuple[str, ...]
     target: tuple[str, ...] = ()
     column: str | None = None
+    #: Values computed from the whole resource by a named function (extract.DERIVED) for
+    #: what no path can say, e.g. the order types of an order set's contained templates.
+    derived: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ def load_definitions() -> dict[str, ResourceSearch]:
                 paths=tuple(paths),
                 target=tuple(p.get("target", ())),
                 column=p.get("column"),
+                derived=p.get("derived"),
             )
         sort = spec.get("sort")
         if sort is not None and sort not in params:

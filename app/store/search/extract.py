@@ -8,16 +8,21 @@ a Reference `reference`, a Period `start`/`end`.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from app.domain.clock import parse_range
+from app.domain.order_types import plan_order_types
 from app.store.search.definitions import ResourceSearch
 from app.store.tables import NO_DATE
 
 MAX_LEN = 255
+#: Derived parameters (`"derived": name` in search_parameters.json): resource → codes.
+DERIVED: dict[str, Callable[[dict[str, Any]], Iterable[str]]] = {
+    "plan-order-types": plan_order_types,
+}
 
 
 @dataclass
@@ -105,6 +110,10 @@ def extract(
     for param in definition.params.values():
         if param.column == "status":
             continue  # searched on resources.status; no index rows needed
+        if param.derived is not None:
+            for code in DERIVED[param.derived](resource):
+                out.tokens.add((param.name, "", code[:MAX_LEN]))
+            continue
         for path in param.paths:
             if path.startswith("_"):
                 continue

@@ -65,10 +65,26 @@ class DateValue:
 @dataclass(frozen=True)
 class Criterion:
     name: str
-    kind: str  # token | reference | date | string | id | lastUpdated
+    kind: str  # token | reference | date | string | id | lastUpdated | has
     param: SearchParam | None
     modifier: str | None
     values: tuple[Any, ...]
+    #: For `has`: (source type, its reference parameter) — see `reverse_token`.
+    via: tuple[str, str] | None = None
+
+
+def reverse_token(
+    source_type: str, reference_param: str, token_param: str, values: tuple[TokenValue, ...]
+) -> Criterion:
+    """Resources referenced through `source_type.reference_param` by a `source_type` whose
+    token parameter `token_param` has one of `values`: FHIR's reverse chaining
+    (`_has:Task:focus:business-status=…`, search.html#has) for the services' own use; the
+    parser does not accept `_has` from clients (the CapabilityStatement does not offer it)."""
+    param = for_type(source_type).params[token_param]
+    if param.type != "token" or param.column is not None:
+        raise ValueError(f"{source_type}.{token_param} is not an index-table token parameter")
+    name = f"_has:{source_type}:{reference_param}:{token_param}"
+    return Criterion(name, "has", param, None, values, (source_type, reference_param))
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from flask import Flask
 from app import health, observability
 from app.cds_hooks import routes as cds_hooks_routes
 from app.fhir import routes as fhir_routes
+from app.front_door import routes as front_door
 from app.legacy_api import routes as legacy_routes
 from app.runtime import Runtime
 from app.settings import DEV_MODE_WARNING, Settings
 from app.web import errors, headers
+from app.web import metrics as metrics_endpoint
 
 log = logging.getLogger("app")
 
@@ -33,11 +35,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider attribute
     observability.init_app(app)
-    app.extensions["orders"] = Runtime.build(settings)
+    runtime = Runtime.build(settings)
+    app.extensions["orders"] = runtime
+    metrics_endpoint.init_app(app, runtime.cache.ping if settings.redis_url else None)
     errors.init_app(app, max_body_bytes=settings.max_body_bytes)
     health.init_app(app)
     fhir_routes.init_app(app)
     cds_hooks_routes.init_app(app)
     legacy_routes.init_app(app)
     headers.init_app(app)
+    app.register_blueprint(front_door.bp)
     return app

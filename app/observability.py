@@ -34,6 +34,8 @@ from flask import Flask, Response, g, request
 from flask.logging import default_handler
 from pythonjsonlogger.json import JsonFormatter
 
+from app import metrics
+
 REQUEST_ID_HEADER = "X-Request-ID"
 TENANT_HEADER = "X-Tenant-ID"
 ACCESS_LOGGER = "app.access"
@@ -42,6 +44,16 @@ ACCESS_LOGGER = "app.access"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The tenant header is client input: bound what one request can put in a log line.
 _MAX_TENANT_CHARS = 64
+#: Paths no face blueprint claims (so `g.face` is unset), by prefix.
+_FACES = (
+    ("/fhir", "fhir"),
+    ("/api/v1", "api-v1"),
+    ("/v1", "api-v1"),
+    ("/cds-services", "cds-hooks"),
+    ("/healthz", "health"),
+    ("/readyz", "health"),
+    ("/metrics", "metrics"),
+)
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 #: `logging.getLogger` takes the logging lock on every call; the logger object never changes.
@@ -254,23 +266,51 @@ def _start_request() -> None:
 def _finish_request(response: Response) -> Response:
     rid = g.get("request_id") or accept_or_mint_request_id(None)
     response.headers[REQUEST_ID_HEADER] = rid
+    started = g.get("request_started")
+    elapsed = time.perf_counter() - started if started else 0.0
+    face = g.get("face") or _face_of(request.path)
+    route = route_of(request.path)
+    status = response.status_code
+    metrics.observe_request(face, route, request.method, status, elapsed)
     if not _access_log.isEnabledFor(logging.INFO):
         return response  # a disabled access line costs nothing (isEnabledFor is cached)
-    started = g.get("request_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
     tenant = request.headers.get(TENANT_HEADER)
+    who = g.get("principal")
     _access_log.info(
         "request completed",
         extra={
             "method": request.method,
-            "path": request.path,  # never `full_path`/`url`: query strings may hold PHI
-            "status": response.status_code,
-            "duration_ms": duration_ms,
+            # The route template and the path, never `full_path`/`url`: query strings may
+            # hold patient identifiers. Bodies and tokens are never logged.
+            "route": route,
+            "path": request.path,
+            "face": face,
+            "status": status,
+            "outcome": "ok" if status < 400 else g.get("error_code") or "error",
+            "duration_ms": round(elapsed * 1000, 2) if started else None,
             "tenant": tenant[:_MAX_TENANT_CHARS] if tenant else None,
+            "subject": who.sub[:_MAX_TENANT_CHARS] if who is not None else None,
             "request_id": rid,
         },
     )
     return response
+
+
+def route_of(path: str) -> str:
+    """The matched route's template (`/api/v1/orders/<order_id>`), or what a face set (the
+    FHIR face's catch-all route sets its own); `unmatched` for unknown paths."""
+    template = g.get("route_template")
+    if template:
+        return str(template)
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def _face_of(path: str) -> str:
+    for prefix, face in _FACES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return face
+    return "front-door"
 
 
 def _end_request(_exc: BaseException | None) -> None:

@@ -8,11 +8,13 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import Engine
 
+from app import metrics
 from app.auth.tokens import Authenticator
 from app.cache import Cache, make_cache
 from app.cds.engine import CdsEngine
 from app.cds.knowledge_base import load_knowledge
 from app.db import Database, make_engine
+from app.services.audit_trail import AuditTrail
 from app.settings import Settings
 from app.terminology import BUDGET_SECONDS, COOLDOWN_SECONDS, TIMEOUT_SECONDS, RxNavClient
 
@@ -25,10 +27,14 @@ class Runtime:
     cache: Cache
     authenticator: Authenticator
     cds: CdsEngine
+    #: The read-event buffer of the access audit trail; None when the trail is off.
+    audit: AuditTrail | None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings)
+        metrics.instrument_engine(engine)
+        database = Database(engine)
         cache = make_cache(settings)
         # The knowledge base is validated here: a bad file stops start-up with its path. The
         # RxNorm import overlay (`orders-service kb import-rxnorm`) is merged when present.
@@ -36,13 +42,20 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
-            database=Database(engine),
+            database=database,
             cache=cache,
             authenticator=Authenticator(settings),
             cds=CdsEngine(kb, lookup=_terminology(settings, cache)),
+            audit=(
+                AuditTrail(database, flush_seconds=settings.audit_flush_seconds)
+                if settings.audit_enabled
+                else None
+            ),
         )
 
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
         self.engine.dispose()
         self.cache.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,9 @@ DEV_MODE_WARNING = (
     "in the instance folder. Anyone who can read that key can mint ADMIN tokens for any "
     "tenant. Never expose this server to real users or real patient data."
 )
+#: Who may scrape /metrics without a token: loopback (a sidecar or node agent).
+DEFAULT_METRICS_NETWORKS = "127.0.0.0/8,::1/128"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigurationError(RuntimeError):
@@ -40,6 +44,14 @@ class Settings:
     #: On SIGTERM, serve this long with `Connection: close` and /readyz 503 before stopping.
     shutdown_drain_seconds: float = 5.0
     max_body_bytes: int = 1024 * 1024
+    #: /metrics (docs/operations.md): a bearer token, and networks allowed without one.
+    metrics_token: str | None = None
+    metrics_networks: tuple[Network, ...] = field(
+        default_factory=lambda: parse_networks(DEFAULT_METRICS_NETWORKS)
+    )
+    #: The access audit trail; off only to measure its cost (`make bench`), never in use.
+    audit_enabled: bool = True
+    audit_flush_seconds: float = 1.0
     # Extra knobs for tests; never read from the environment.
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -76,6 +88,12 @@ class Settings:
             ),
             shutdown_drain_seconds=_seconds(env.get("SHUTDOWN_DRAIN_SECONDS"), 5.0),
             dev_mode_opt_in=(env.get(DEV_MODE_ENV) or "").strip().lower() in ("1", "true", "yes"),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            metrics_networks=parse_networks(
+                env.get("METRICS_ALLOW_NETWORKS", DEFAULT_METRICS_NETWORKS)
+            ),
+            audit_enabled=_flag(env.get("AUDIT_TRAIL", "on"), "AUDIT_TRAIL"),
+            audit_flush_seconds=_flush_seconds(env.get("AUDIT_FLUSH_SECONDS", "1")),
         )
         settings.check()
         return settings
@@ -115,4 +133,31 @@ def _seconds(value: str | None, default: float) -> float:
         raise ConfigurationError(f"expected a number of seconds, got {value!r}") from None
     if not 0 <= seconds <= 300:
         raise ConfigurationError(f"seconds must be between 0 and 300, got {value!r}")
+    return seconds
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`METRICS_ALLOW_NETWORKS`: comma-separated CIDRs or addresses; empty = token only."""
+    try:
+        return tuple(ipaddress.ip_network(p.strip()) for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"METRICS_ALLOW_NETWORKS: {exc}") from exc
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "1", "yes"):
+        return True
+    if lowered in ("off", "false", "0", "no"):
+        return False
+    raise ConfigurationError(f"{name} must be on or off, not {value!r}")
+
+
+def _flush_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"AUDIT_FLUSH_SECONDS must be a number: {value!r}") from exc
+    if not 0.05 <= seconds <= 60:
+        raise ConfigurationError("AUDIT_FLUSH_SECONDS must be between 0.05 and 60")
     return seconds

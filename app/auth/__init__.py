@@ -28,6 +28,9 @@ class Principal:
     issuer: str = ""
     #: SMART launch context (`patient` claim): the patient a `patient/` scope is about.
     launch_patient: str | None = None
+    #: The OAuth client the token was issued to (`azp`, else `client_id`): the audit trail's
+    #: "which application".
+    client_id: str | None = None
 
     @property
     def is_patient_only(self) -> bool:

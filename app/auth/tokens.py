@@ -248,6 +248,7 @@ class Authenticator:
             scopes=parse_scopes(claims.get("scope"), claims.get("scp")),
             issuer=claims["iss"],
             launch_patient=_launch_patient(claims),
+            client_id=_client_of(claims),
         )
 
     def verify_token(self, token: str) -> dict[str, Any]:
@@ -413,4 +414,13 @@ def _patient_id(claims: Mapping[str, Any]) -> str | None:
         match = _FHIR_USER_PATIENT.search(fhir_user.strip())
         if match:
             return match.group(1)
+    return None
+
+
+def _client_of(claims: Mapping[str, Any]) -> str | None:
+    """`azp` (OIDC: the party the token was issued to), else `client_id` (RFC 9068)."""
+    for name in ("azp", "client_id"):
+        value = claims.get(name)
+        if isinstance(value, str) and value:
+            return value[:128]
     return None

@@ -12,12 +12,14 @@ from flask import Blueprint, Flask, Response, request
 
 from app.auth import Principal
 from app.runtime import get_runtime
-from app.services import decision_support
+from app.services import audit, decision_support
 from app.services.unit_of_work import UnitOfWork
 from app.web import json_input
+from app.web import access
 from app.web.errors import json_error, register_face
 
 bp = Blueprint("cds_hooks", __name__, url_prefix="/cds-services")
+access.install(bp, "cds-hooks")
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -25,9 +27,11 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def _principal() -> Principal:
-    return get_runtime().authenticator.authenticate(
+    who = get_runtime().authenticator.authenticate(
         request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
     )
+    access.note_principal(who)
+    return who
 
 
 def _uow() -> UnitOfWork:
@@ -47,6 +51,7 @@ def discovery() -> Response:
 
 @bp.post("/<service_id>")
 def call(service_id: str) -> Response:
+    audit.describe(interaction="operation", endpoint=service_id[:64])
     body = _body()
     with _uow() as uow:
         return _json(
@@ -56,6 +61,7 @@ def call(service_id: str) -> Response:
 
 @bp.post("/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
+    audit.describe(interaction="operation", endpoint=f"{service_id[:64]}/feedback")
     body = _body()
     with _uow() as uow:
         decision_support.DecisionSupport(uow, get_runtime().cds).feedback(service_id, body)

@@ -54,6 +54,20 @@ def require(principal: Principal, action: Permission) -> None:
         raise Forbidden(f"Your roles do not allow {action.value}")
 
 
+#: The access audit trail (docs/operations.md): an administrator's tool. A PATIENT may read
+#: the events about themselves (their accounting of disclosures: who saw their orders); the
+#: repository's patient compartment already limits them to those. Staff roles may not.
+AUDIT_TYPES = frozenset({"AuditEvent"})
+
+
+def require_read(principal: Principal, resource_type: str) -> None:
+    require(principal, Permission.READ)
+    if resource_type in AUDIT_TYPES and not (
+        "ADMIN" in principal.roles or principal.is_patient_only
+    ):
+        raise Forbidden("Only an administrator, or a patient for their own record, reads audit")
+
+
 def write_action(resource_type: str) -> Permission:
     """Types without a write action (DetectedIssue, Provenance) are written by the server only."""
     action = WRITE_ACTION.get(resource_type)

@@ -27,6 +27,7 @@ PREFIXES: dict[str, str] = {
     "Patient": "pat",
     "Encounter": "enc",
     "AllergyIntolerance": "alg",
+    "AuditEvent": "audit",
 }
 
 

@@ -24,6 +24,7 @@ from app.fhir import capability
 from app.fhir.http import FhirRequest, FhirResponse, parse_json
 from app.fhir.interactions import allow, may_see_match, not_allowed_message
 from app.fhir.outcomes import operation_outcome, status_for
+from app.services import audit
 from app.services.resources import ResourceService, WriteResult
 from app.services.resources import references as _refs
 from app.services.unit_of_work import UnitOfWork
@@ -113,6 +114,7 @@ def process_bundle(services: BundleServices, req: FhirRequest) -> FhirResponse:
         )
     entries = _entries(bundle)
     is_offline(req.header("x-offline-queued-at"))  # malformed: the whole Bundle is 400
+    audit.describe(interaction=kind, resource_type=None)
     if kind == "transaction":
         return _transaction(services, req, entries)
     return _batch(services, req, entries)

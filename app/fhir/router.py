@@ -42,6 +42,7 @@ from app.fhir.outcomes import informational
 from app.fhir.params import acknowledge_params, int_param, provenance_reason
 from app.fhir.plan_apply import apply_parameters, check_written_scopes
 from app.fhir.searchset import history_bundle, searchset
+from app.services import audit
 from app.services.order_sets import OrderSetService
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
@@ -112,11 +113,17 @@ class FhirRouter:
         if cap is None:
             raise RouteNotFound(f"Resource type {rtype!r} is not supported by this server")
         if len(seg) == 3 and seg[2].startswith("$"):
+            if req.uow is None:
+                audit.describe(interaction="operation", resource_type=rtype, endpoint=seg[2])
             return self._operation(req, cap.operations)
         interaction, handler = self._route(req)
         if interaction not in cap.interactions:
             raise MethodNotAllowed(not_allowed_message(rtype, interaction))
         check_scope(req.principal, rtype, interaction)
+        if req.uow is None:  # a Bundle's GET entry is part of the Bundle's event
+            audit.describe(interaction=interaction, resource_type=rtype)
+        if rtype == "AuditEvent":
+            audit.flush_pending()  # this process's buffered reads are findable at once
         return handler(req)
 
     def _operation(self, req: FhirRequest, advertised: frozenset[str]) -> FhirResponse:
@@ -205,7 +212,10 @@ class FhirRouter:
         rtype = req.segments[0]
         params = list(req.params)
         if req.method == "POST" and req.body:
-            params += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
+            form = req.body.decode("utf-8", "replace")
+            params += parse_qsl(form, keep_blank_values=True)
+            if req.uow is None:
+                audit.describe(query=form[: audit.MAX_QUERY_CHARS])
         strict = prefer(req).get("handling") == "strict"
         query = parse_search(rtype, params, strict=strict)
         self._check_includes(req, query)

@@ -14,8 +14,10 @@ from app.domain.offline import OFFLINE_HEADER, is_offline
 from app.errors import AppError, Issue, ValidationFailed
 from app.legacy_api import roles
 from app.runtime import get_runtime
+from app.services import audit
 from app.services.unit_of_work import UnitOfWork
 from app.web import json_input
+from app.web import access
 from app.web.errors import json_error, json_error_body
 
 LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -26,7 +28,9 @@ def principal(endpoint: str) -> Principal:
     who = get_runtime().authenticator.authenticate(
         request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
     )
+    access.note_principal(who)
     roles.require(who, endpoint)
+    audit.describe(interaction=roles.INTERACTION.get(endpoint, "operation"), endpoint=endpoint)
     return who
 
 

@@ -31,3 +31,17 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
 def require(principal: Principal, endpoint: str) -> None:
     if not principal.roles.intersection(ENDPOINT_ROLES[endpoint]):
         raise Forbidden(f"Your roles do not allow {endpoint}")
+
+
+#: The FHIR restful-interaction each endpoint amounts to, for the audit trail's `subtype`
+#: (the endpoint itself is the second coding); lifecycle actions are operations.
+INTERACTION: dict[str, str] = {
+    "orders.create": "create",
+    "orders.batch": "batch",
+    "orders.get": "read",
+    "referrals.get": "read",
+    "orders.list": "search-type",
+    "referrals.list": "search-type",
+    "order_sets.list": "search-type",
+    "order_sets.create": "create",
+}

@@ -6,6 +6,7 @@ from flask import Blueprint, Flask
 
 from app.legacy_api.http import legacy_error
 from app.legacy_api.views import openapi, order_sets, orders, referrals
+from app.web import access
 from app.web.errors import register_face
 
 bp = Blueprint("legacy_api", __name__)
@@ -14,6 +15,7 @@ bp.register_blueprint(referrals.bp)
 bp.register_blueprint(orders.bp)
 bp.register_blueprint(order_sets.bp)
 bp.register_blueprint(openapi.bp)
+access.install(bp, "api-v1")
 
 
 def init_app(app: Flask) -> None:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from ulid import ULID
 
+from app import metrics
 from app.cds.alerts import Alert
 from app.cds.context import Hook
 from app.cds.engine import SERVICES, CdsEngine
@@ -122,7 +123,9 @@ class DecisionSupport:
             ctx = ContextBuilder(self.uow, self.engine).build(
                 draft, patient_id, hook, supplied=supplied
             )
-            cards += self._cards(ref, self.engine.evaluate(ctx), context["hookInstance"])
+            found = self.engine.evaluate(ctx)
+            metrics.cds_alerts(f"cds-hooks:{hook}", found)
+            cards += self._cards(ref, found, context["hookInstance"])
         return {"cards": cards}
 
     def _parse(

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from app import metrics
 from app.cache import Cache, CacheUnavailable
 from app.errors import DuplicateMutation
 
@@ -88,6 +89,7 @@ class MutationGuard:
             raise DuplicateMutation("clientMutationId was already used with a different payload")
         if record.get("state") != "done":
             raise DuplicateMutation("A request with this clientMutationId is still in flight")
+        metrics.idempotent_replay("cache")
         return Replay(int(record["status"]), bytes.fromhex(record["body"]))
 
     def complete(self, status: int, body: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import metrics
 from app.cds.context import Hook, OrderContext
 from app.cds.engine import CdsEngine
 from app.domain import access
@@ -120,6 +121,7 @@ class OrderCreation:
         check_references(self.uow, resource_type, order, known=checked)
         order = {**order, "id": rid}
         found = self.engine.evaluate(self._context(order, patient_id, "order-select"))
+        metrics.cds_alerts("order-select", found)
         blocking = [a for a in found if a.level == "hard-stop"]
         if blocking:
             raise CdsHardStop(
@@ -162,6 +164,7 @@ class OrderCreation:
         existing = self.repo.read_any(ORDER_RESOURCE_TYPES, owner[0])
         if existing is None:  # pragma: no cover - the key row is written with its order
             raise DuplicateMutation("clientMutationId belongs to an order that is not visible")
+        metrics.idempotent_replay("stored-key")
         return OrderResult(existing, self._alerts_of(existing), replayed=True)
 
     def _check_patient_and_encounter(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from app import metrics
 from app.domain import access
 from app.domain.clock import utcnow
 from app.domain.fhir_models import validate_resource
@@ -25,6 +26,7 @@ from app.domain.lifecycle import (
 )
 from app.domain.order_types import ORDER_RESOURCE_TYPES
 from app.errors import (
+    AppError,
     CdsAlertNotFound,
     CdsHardStop,
     CdsHardStopNotAcknowledgeable,
@@ -118,7 +120,11 @@ class OrderService(OrderCreation):
             raise conflict
         target = next_state(state, action)
         if action is Action.ACTIVATE:
-            return self._activate(current, reason=reason)
+            try:
+                return self._activate(current, reason=reason)
+            except AppError as refused:
+                metrics.activation_refused(refused.code)
+                raise
         doc = dict(content if content is not None else current.content)
         doc["status"] = fhir_status(resource_type, target, previous=state)
         if reason:
@@ -137,6 +143,7 @@ class OrderService(OrderCreation):
         order = current.content
         patient_id, _checked = self._check_patient_and_encounter(current.resource_type, order)
         found = self.engine.evaluate(self._context(order, patient_id, "order-sign"))
+        metrics.cds_alerts("order-sign", found)
         now = utcnow()
         issues, current = self._reconcile(current, patient_id, found, now)
         views = [alert_store.view(i) for i in issues]

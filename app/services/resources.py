@@ -127,14 +127,14 @@ class ResourceService:
 
     # ------------------------------------------------------------------ reads
     def read(self, resource_type: str, rid: str) -> StoredResource:
-        access.require(self.principal, access.Permission.READ)
+        access.require_read(self.principal, resource_type)
         found = self.uow.repo.read(resource_type, rid)
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid} not found")
         return found
 
     def vread(self, resource_type: str, rid: str, version: str) -> StoredResource:
-        access.require(self.principal, access.Permission.READ)
+        access.require_read(self.principal, resource_type)
         number = parse_count(version)
         found = None if number is None else self.uow.repo.vread(resource_type, rid, number)
         if found is None:
@@ -144,7 +144,7 @@ class ResourceService:
     def history(
         self, resource_type: str, rid: str, *, count: int, before: int | None
     ) -> tuple[list[StoredResource], int]:
-        access.require(self.principal, access.Permission.READ)
+        access.require_read(self.principal, resource_type)
         found = self.uow.repo.history(resource_type, rid, count=count, before_version=before)
         if found is None:
             raise ResourceNotFound(f"{resource_type}/{rid} not found")
@@ -159,7 +159,7 @@ class ResourceService:
         return self.search(query).resources
 
     def search(self, query: SearchQuery) -> SearchPage:
-        access.require(self.principal, access.Permission.READ)
+        access.require_read(self.principal, query.resource_type)
         return self.uow.repo.search(query)
 
     # ------------------------------------------------------------------ writes

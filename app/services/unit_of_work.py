@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.auth import Principal
 from app.db import Database
 from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed, VersionConflict
+from app.services import audit
 from app.store import Repository
 
 
@@ -64,6 +65,9 @@ class UnitOfWork:
         try:
             if exc_type is None or (isinstance(exc, AppError) and exc.keeps_writes):
                 try:
+                    # Who read or wrote which patient's data: a write's AuditEvents join
+                    # its transaction, a read's go to the buffer (app/services/audit.py).
+                    audit.on_success(self, exc)
                     # The repository defers its inserts to here (one statement per table).
                     self.repo.flush()
                     self._tx.commit()
@@ -76,6 +80,8 @@ class UnitOfWork:
                 # If the connection is gone nothing was committed: the original error stands.
                 with suppress(DBAPIError):
                     self._tx.rollback()
+                if exc is not None:
+                    audit.on_failure(self, exc)
         finally:
             self.conn.close()  # rolls back whatever a failed commit left open
         if isinstance(exc, DBAPIError | PoolTimeout):

@@ -44,6 +44,10 @@ class StoreConnection:
         #: The version of each resource this unit of work last read or wrote, with its index
         #: values when known: what an update diffs its new index rows against.
         self._seen: dict[tuple[str, str], tuple[StoredResource, IndexValues | None]] = {}
+        #: What this unit of work handed out and wrote: the access audit trail's "what"
+        #: (app/services/audit.py). Appending is all it costs a read.
+        self.accessed: list[StoredResource] = []
+        self.written: list[StoredResource] = []
 
     # ---------------------------------------------------------------- statements
     def _execute(self, statement: Any, params: Any = None) -> Any:
@@ -85,11 +89,11 @@ class StoreConnection:
             where.append(R.c.patient_id == self.patient_scope)
         return where
 
-    @staticmethod
-    def _row(row: Any) -> StoredResource:
+    def _row(self, row: Any) -> StoredResource:
         """A row of `RAW_ROW` columns (every read selects them): the document stays text
-        until someone reads `.content`."""
-        return StoredResource(
+        until someone reads `.content`. Every resource read passes here, so it is noted as
+        accessed."""
+        found = StoredResource(
             row.res_type,
             row.id,
             row.version_id,
@@ -99,6 +103,8 @@ class StoreConnection:
             row.sort_date,
             row.raw,
         )
+        self.accessed.append(found)
+        return found
 
     def fetch_many(self, refs: Iterable[tuple[str, str]]) -> list[StoredResource]:
         """Resources of any mix of types, in one prebuilt statement (`(type, id) IN …`,

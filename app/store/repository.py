@@ -282,6 +282,7 @@ class Repository(NumberedPages):
             resource_type, rid, values.tokens, values.references, values.dates, values.strings
         )
         self._seen[(resource_type, rid)] = (stored, values)
+        self.written.append(stored)
         return stored
 
     def update(
@@ -326,6 +327,7 @@ class Repository(NumberedPages):
         )
         self._write_version(stored)
         self._seen[(resource_type, rid)] = (stored, values)
+        self.written.append(stored)
         return stored
 
     def _previous_index(self, resource_type: str, rid: str, version: int) -> IndexValues | None:

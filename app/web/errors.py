@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from app.errors import (
@@ -91,7 +91,8 @@ def register_face(app: Flask, prefixes: tuple[str, ...], render: Renderer) -> No
     faces.sort(key=lambda face: len(face[0]), reverse=True)  # longest prefix wins
 
 
-def _renderer(app: Flask) -> Renderer:
+def _renderer(app: Flask, err: AppError) -> Renderer:
+    g.error_code = err.code  # the access line's outcome (app/observability.py)
     for prefix, render in app.extensions.get(_FACES, []):
         if request.path == prefix or request.path.startswith(prefix.rstrip("/") + "/"):
             return render
@@ -101,13 +102,15 @@ def _renderer(app: Flask) -> Renderer:
 def init_app(app: Flask, *, max_body_bytes: int) -> None:
     @app.errorhandler(AppError)
     def _app_error(err: AppError) -> Response:
-        return _renderer(app)(err)
+        return _renderer(app, err)(err)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
-        return _renderer(app)(as_app_error(err, max_body_bytes))
+        typed = as_app_error(err, max_body_bytes)
+        return _renderer(app, typed)(typed)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
         log.exception("unhandled error on %s", request.path)
-        return _renderer(app)(AppError("Internal server error"))
+        generic = AppError("Internal server error")
+        return _renderer(app, generic)(generic)

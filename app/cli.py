@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from app import create_app, demo
 from app.auth.devkeys import mint_token
 from app.cds.knowledge_base import KnowledgeError, load_knowledge
 from app.db import make_engine
+from app.metrics import MULTIPROC_ENV
 from app.migrate import upgrade
 from app.runtime import get_runtime, rxnorm_overlay
 from app.rxnorm_import import build_overlay, write_overlay
@@ -77,7 +79,9 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int, drain: float
     in-flight requests GRACEFUL_TIMEOUT_SECONDS; the master waits for both before SIGKILL.
     """
     from gunicorn.app.base import BaseApplication
+    from prometheus_client import multiprocess
 
+    _metrics_directory()
     options: dict[str, Any] = {
         "bind": _bind_address(host, port),
         "workers": workers,
@@ -90,6 +94,9 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int, drain: float
         "accesslog": None,
         "errorlog": "-",
         "proc_name": "orders-service",
+        # A dead worker's live gauges (connections in use) stop counting (prometheus-client
+        # multiprocess mode); its counters stay, as they should.
+        "child_exit": lambda _server, worker: multiprocess.mark_process_dead(worker.pid),
     }
     # Recent gunicorn opens a control socket at one fixed path per user; we do not use it, and a
     # second server on the machine (tests, a dev run) would fight over that path.
@@ -107,6 +114,20 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int, drain: float
             return create_app()
 
     OrdersApplication().run()
+
+
+def _metrics_directory() -> None:
+    """Workers share their metrics through files in `PROMETHEUS_MULTIPROC_DIR` (app/metrics.py):
+    a fresh directory per server unless the operator names one, which is emptied at start
+    (samples of a previous run must not be added to this one's)."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    if not configured:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="orders-service-metrics-")
+        return
+    directory = Path(configured)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
 
 
 def _migrate(settings: Settings) -> None:

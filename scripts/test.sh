@@ -11,6 +11,8 @@ if [ "${SKIP_CHECKS:-0}" != "1" ]; then
   bash scripts/checks.sh
 fi
 bash scripts/services.sh
+# The front-door browser test needs chromium and its driver (installed when missing).
+bash scripts/browser.sh
 
 status=0
 .venv/bin/pytest "$@" || status=$?

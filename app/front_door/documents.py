@@ -76,6 +76,21 @@ def docs_openapi() -> dict[str, Any]:
         "description": "The tenant (hospital) every request is for; one of the token's tenants.",
     }
     doc["security"] = [_with_tenant(s) for s in doc.get("security", [])]
+    # "Try it out" fills a parameter with its example: a list filtered by an example date
+    # comes back empty and puzzles the reader. Query filters start blank here.
+    schemas = doc["components"].get("schemas", {})
+    params = list(doc["components"].get("parameters", {}).values())
+    params += [
+        p
+        for item in doc.get("paths", {}).values()
+        for op in item.values()
+        if isinstance(op, dict)
+        for p in op.get("parameters", [])
+    ]
+    for param in params:
+        if param.get("in") == "query":
+            param.pop("example", None)
+            param["schema"] = _without_example(param.get("schema", {}), schemas)
     for item in doc.get("paths", {}).values():
         _drop_tenant(item)
         for operation in item.values():
@@ -85,6 +100,13 @@ def docs_openapi() -> dict[str, Any]:
             if "security" in operation:
                 operation["security"] = [_with_tenant(s) for s in operation["security"]]
     return doc
+
+
+def _without_example(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = copy.deepcopy(schemas.get(ref.rsplit("/", 1)[1], {}))
+    return {k: v for k, v in schema.items() if k not in ("example", "examples")}
 
 
 def _with_tenant(requirement: dict[str, Any]) -> dict[str, Any]:

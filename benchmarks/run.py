@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from benchmarks import audit_cost
 from benchmarks import seed as seeding
 from benchmarks.load import HttpClient, Monitor, Operation, PhaseResult, expect, run_phase
 from benchmarks.raw_pg import MAX_CONNECTIONS, RawPostgres
@@ -121,6 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     p.add_argument("--port", type=int, default=0, help="server port [a free one]")
     p.add_argument("--seed", type=int, default=7, help="random seed of the data set")
+    p.add_argument(
+        "--no-audit-compare",
+        dest="audit_compare",
+        action="store_false",
+        help="skip re-running the read phases with the audit trail off and on",
+    )
     args = p.parse_args(argv)
     phases = [] if args.phases.strip() in ("", "none") else args.phases.split(",")
     unknown = [x for x in phases if x not in ALL_PHASES]
@@ -635,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_trace: list[tuple[str, float]] = []
     trips: dict[str, Counts] = {}
     counter: Counter_ | None = None
+    audit_results: dict[tuple[str, str], PhaseResult] = {}
     started = time.perf_counter()
     try:
         print(
@@ -742,6 +750,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"      error: {sample}")
             if profiler and not phase.startswith("raw"):
                 print(profiler.finish())
+        if args.audit_compare and any(p in args.phase_list for p in audit_cost.READ_PHASES):
+            server.stop()
+            server = None
+            print("audit trail cost: the read phases again, trail off then on")
+
+            def point_at(new_port: int) -> None:
+                bench.port = new_port
+
+            audit_results = audit_cost.compare(args, env, Path(tmp.name), point_at, bench.factory)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the server", file=sys.stderr)
         return 130
@@ -766,6 +783,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f}s)"
     )
     print(table)
+    audit_table, audit_checks = audit_cost.report(audit_results)
+    if audit_results:
+        print(audit_table)
+        print(
+            "  (machine shared with other work during the run: compare the two columns of a "
+            "row, measured minutes apart, not rows of different runs)"
+        )
     if len(rss_trace) > 1:
         first, last = rss_trace[0][1], rss_trace[-1][1]
         trail = ", ".join(f"{name} {mb:.0f}" for name, mb in rss_trace)
@@ -788,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                     "pools": bench.pool_notes,
                     "phases": [results[p].summary() for p in args.phase_list if p in results],
                     "targets": checks,
+                    "audit_cost": audit_checks,
                     "rss_trace": rss_trace,
                     "round_trips": {
                         k: {

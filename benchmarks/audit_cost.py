@@ -1,0 +1,94 @@
+"""What the access audit trail costs reads (issue 15: reads at most 10% slower with it on).
+
+The read phases run twice each, on a fresh server with `AUDIT_TRAIL=off` and then with it on,
+alternating per phase so that the machine's drift (other processes, CPU frequency) falls on
+both sides alike. Same data, clients, warm-up and window as the main phases. With the trail
+on, every read buffers its AuditEvents and the flusher writes them to PostgreSQL on the same
+machine during the window: that write load is part of the measured cost, as it would be in
+production.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import Monitor, PhaseResult, run_phase
+from benchmarks.server import Server, free_port
+
+READ_PHASES = ("get", "search", "legacy-list")
+TARGET = 0.10
+
+
+def compare(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    log_dir: Path,
+    point_at: Callable[[int], None],
+    factory: Callable[[str], Any],
+) -> dict[tuple[str, str], PhaseResult]:
+    """Run each read phase with the trail off, then on; `point_at(port)` aims the clients."""
+    results: dict[tuple[str, str], PhaseResult] = {}
+    phases = [p for p in READ_PHASES if p in args.phase_list]
+    for phase in phases:
+        for mode in ("off", "on"):
+            port = free_port()
+            server = Server(
+                {**env, "AUDIT_TRAIL": mode},
+                log_dir / f"server-audit-{mode}.log",
+                workers=args.workers,
+                threads=args.threads,
+                port=port,
+            )
+            server.start()
+            try:
+                point_at(port)
+                result = run_phase(
+                    f"{phase} (audit {mode})",
+                    args.clients,
+                    factory(phase),
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    monitor=Monitor(server.pid, args.database),
+                )
+            finally:
+                server.stop()
+            results[(phase, mode)] = result
+            print(
+                f"  {phase:<12} audit {mode:<3} {result.rps:8,.0f} req/s  "
+                f"p50 {result.pct(50):6.1f} ms  p99 {result.pct(99):6.1f} ms  "
+                f"errors {result.errors}"
+            )
+    return results
+
+
+def report(results: dict[tuple[str, str], PhaseResult]) -> tuple[str, list[dict[str, Any]]]:
+    lines = [
+        "Cost of the access audit trail on reads (same data; off, then on, per phase):",
+        f"  {'phase':<13}{'off req/s':>11}{'on req/s':>11}{'slower':>9}"
+        f"{'p50 off':>9}{'p50 on':>8}{'p99 off':>9}{'p99 on':>8}  target",
+    ]
+    checks = []
+    for phase in READ_PHASES:
+        off, on = results.get((phase, "off")), results.get((phase, "on"))
+        if off is None or on is None or not off.rps:
+            continue
+        slower = 1.0 - on.rps / off.rps
+        ok = slower <= TARGET and not on.errors and not off.errors
+        lines.append(
+            f"  {phase:<13}{off.rps:>11,.0f}{on.rps:>11,.0f}{100 * slower:>8.1f}%"
+            f"{off.pct(50):>9.1f}{on.pct(50):>8.1f}{off.pct(99):>9.1f}{on.pct(99):>8.1f}"
+            f"  {'met' if ok else 'MISSED'} (<= {100 * TARGET:.0f}% slower)"
+        )
+        checks.append(
+            {
+                "target": f"{phase}: audit on at most {100 * TARGET:.0f}% slower",
+                "off_rps": off.rps,
+                "on_rps": on.rps,
+                "slower": slower,
+                "met": ok,
+            }
+        )
+    return "\n".join(lines), checks

@@ -148,9 +148,7 @@ def on_success(uow: UnitOfWork, kept: BaseException | None = None) -> None:
         for record in _records(uow.principal, context, written, action, outcome):
             if kept is not None:
                 record.outcome_desc = str(getattr(kept, "code", type(kept).__name__))
-            repo.create(
-                "AuditEvent", new_id("AuditEvent"), shape(record), patient_id=record.patient_id
-            )
+            _store(repo, record)
         return
     accessed = [r for r in repo.accessed if r.resource_type not in NOT_AUDITED]
     if accessed:
@@ -305,6 +303,12 @@ def write_records(repo: Repository, records: Iterable[AccessRecord]) -> int:
     """Store buffered records through a repository of their tenant (the flusher's path)."""
     n = 0
     for record in records:
-        repo.create("AuditEvent", new_id("AuditEvent"), shape(record), patient_id=record.patient_id)
+        _store(repo, record)
         n += 1
     return n
+
+
+def _store(repo: Repository, record: AccessRecord) -> None:
+    """AuditEvents never change (read and search only), so no version history is written:
+    one JSON document per event, not two."""
+    repo.create("AuditEvent", new_id("AuditEvent"), shape(record), versioned=False)

@@ -245,6 +245,7 @@ class Repository(NumberedPages):
         *,
         patient_id: str | None = None,
         may_exist: bool = False,
+        versioned: bool = True,
     ) -> StoredResource:
         """Insert version 1. `may_exist` (client-chosen ids) writes the row at once, under a
         savepoint, so a racing create of the same id surfaces here as `IdTaken` instead of a
@@ -277,7 +278,8 @@ class Repository(NumberedPages):
         stored = StoredResource(
             resource_type, rid, 1, now, doc, values.patient_id, values.sort_date
         )
-        self._write_version(stored)
+        if versioned:  # immutable records (AuditEvent) have no history to keep
+            self._write_version(stored)
         self._write_index(
             resource_type, rid, values.tokens, values.references, values.dates, values.strings
         )

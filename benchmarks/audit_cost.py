@@ -109,3 +109,94 @@ def report(results: dict[tuple[str, str], PhaseResult]) -> tuple[str, list[dict[
             }
         )
     return "\n".join(lines), checks
+
+
+# ---------------------------------------------------------------------- in-process
+ROUNDS = 5
+PER_ROUND = 150
+
+
+def in_process(
+    settings: Any, token: str, tenant: str, paths: dict[str, str]
+) -> dict[str, tuple[float, float]]:
+    """Milliseconds per read, best of `ROUNDS` alternating rounds, trail off and on.
+
+    The same reads through two apps in this process (no network, no gunicorn), the trail's
+    deferred work included: with the trail on, each round ends by writing the round's
+    AuditEvents (`flush`), timed with it. The best round of each mode is the one least
+    disturbed by the machine's other work, which makes this the steadier of the two
+    comparisons on a shared machine. Access lines are silenced for both modes alike.
+    """
+    import dataclasses
+    import logging
+    import time
+
+    from app import create_app
+    from app.runtime import get_runtime
+
+    logging.getLogger("app.access").setLevel(logging.WARNING)
+    apps = {
+        mode: create_app(
+            dataclasses.replace(settings, audit_enabled=(mode == "on"), audit_flush_seconds=60)
+        )
+        for mode in ("off", "on")
+    }
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for phase, path in paths.items():
+            best = {"off": float("inf"), "on": float("inf")}
+            for _round in range(ROUNDS):
+                for mode, app in apps.items():
+                    client = app.test_client()
+                    client.get(path, headers=headers)  # warm
+                    with app.app_context():
+                        trail = get_runtime().audit
+                    if trail is not None:
+                        trail.flush()
+                    started = time.perf_counter()
+                    for _ in range(PER_ROUND):
+                        r = client.get(path, headers=headers)
+                        assert r.status_code == 200, (path, r.status_code)
+                    if trail is not None:
+                        trail.flush()
+                    ms = 1000 * (time.perf_counter() - started) / PER_ROUND
+                    best[mode] = min(best[mode], ms)
+            out[phase] = (best["off"], best["on"])
+            print(
+                f"  {phase:<12} in-process best of {ROUNDS}: off {best['off']:.2f} ms/read, "
+                f"on {best['on']:.2f} ms/read ({100 * (best['on'] / best['off'] - 1):+.1f}%)"
+            )
+    finally:
+        for app in apps.values():
+            with app.app_context():
+                get_runtime().close()
+    return out
+
+
+def report_in_process(
+    measured: dict[str, tuple[float, float]],
+) -> tuple[str, list[dict[str, Any]]]:
+    lines = [
+        f"In-process, best of {ROUNDS} alternating rounds of {PER_ROUND} reads (the trail's "
+        "buffered writes included):",
+        f"  {'phase':<13}{'off ms/read':>12}{'on ms/read':>12}{'cost':>9}  target",
+    ]
+    checks = []
+    for phase, (off, on) in measured.items():
+        extra = on / off - 1.0
+        ok = extra <= TARGET
+        lines.append(
+            f"  {phase:<13}{off:>12.2f}{on:>12.2f}{100 * extra:>+8.1f}%"
+            f"  {'met' if ok else 'MISSED'} (<= +{100 * TARGET:.0f}%)"
+        )
+        checks.append(
+            {
+                "target": f"{phase} in-process: audit on at most {100 * TARGET:.0f}% slower",
+                "off_ms": off,
+                "on_ms": on,
+                "change": extra,
+                "met": ok,
+            }
+        )
+    return "\n".join(lines), checks

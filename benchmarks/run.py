@@ -643,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     trips: dict[str, Counts] = {}
     counter: Counter_ | None = None
     audit_results: dict[tuple[str, str], PhaseResult] = {}
+    audit_in_process: dict[str, tuple[float, float]] = {}
     started = time.perf_counter()
     try:
         print(
@@ -759,6 +760,20 @@ def main(argv: list[str] | None = None) -> int:
                 bench.port = new_port
 
             audit_results = audit_cost.compare(args, env, Path(tmp.name), point_at, bench.factory)
+            from app.domain.ids import to_legacy
+
+            every = {
+                "get": f"{FHIR}/ServiceRequest/{data.service_requests[0]}",
+                "search": f"{FHIR}/ServiceRequest?patient={data.hot_patient}&status=active"
+                "&_count=20",
+                "legacy-list": f"/api/v1/orders?patientId={to_legacy(data.hot_patient)}",
+            }
+            audit_in_process = audit_cost.in_process(
+                settings,
+                token,
+                TENANT,
+                {k: v for k, v in every.items() if k in args.phase_list},
+            )
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the server", file=sys.stderr)
         return 130
@@ -784,8 +799,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     audit_table, audit_checks = audit_cost.report(audit_results)
+    in_process_table, in_process_checks = audit_cost.report_in_process(audit_in_process)
+    audit_checks += in_process_checks
     if audit_results:
         print(audit_table)
+    if audit_in_process:
+        print(in_process_table)
         print(
             "  (machine shared with other work during the run: compare the two columns of a "
             "row, measured minutes apart, not rows of different runs)"

@@ -49,8 +49,8 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ROLE_SYSTEM = "urn:orders-service:role"
 CLIENT_SYSTEM = "urn:orders-service:client"
 SERVER = "orders-service"
-#: Types never audited as patient data: the audit trail itself (its writes are the trail),
-#: and Provenance, which is written alongside the resource it describes.
+#: Never an entity of an event: the trail itself (reading it is not reading patient data,
+#: and auditing those reads would grow the trail with every look at it).
 NOT_AUDITED = frozenset({"AuditEvent"})
 #: An event names at most this many resources; a page of 100 orders with their alerts and
 #: Tasks stays one readable event, and the query entity says what was asked.

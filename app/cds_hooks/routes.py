@@ -14,8 +14,7 @@ from app.auth import Principal
 from app.runtime import get_runtime
 from app.services import audit, decision_support
 from app.services.unit_of_work import UnitOfWork
-from app.web import json_input
-from app.web import access
+from app.web import access, json_input
 from app.web.errors import json_error, register_face
 
 bp = Blueprint("cds_hooks", __name__, url_prefix="/cds-services")

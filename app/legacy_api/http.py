@@ -16,8 +16,7 @@ from app.legacy_api import roles
 from app.runtime import get_runtime
 from app.services import audit
 from app.services.unit_of_work import UnitOfWork
-from app.web import json_input
-from app.web import access
+from app.web import access, json_input
 from app.web.errors import json_error, json_error_body
 
 LEGACY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

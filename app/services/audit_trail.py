@@ -55,6 +55,7 @@ class AuditTrail:
         self._stopped = False
         self._pid: int | None = None  # the process whose thread runs (gunicorn forks)
         self._thread: threading.Thread | None = None
+        self._in_flight = 0  # taken from the buffer, not yet committed
 
     # ------------------------------------------------------------------ request path
     def submit(self, records: list[AccessRecord]) -> None:
@@ -75,7 +76,8 @@ class AuditTrail:
             self._wake.set()
 
     def pending(self) -> int:
-        return len(self._buffer)
+        """Records not yet committed: buffered, or in a batch being written."""
+        return len(self._buffer) + self._in_flight
 
     # ------------------------------------------------------------------ the writer
     def flush(self) -> int:
@@ -86,6 +88,7 @@ class AuditTrail:
             while True:
                 with self._lock:
                     batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+                    self._in_flight = len(batch)
                 metrics.audit_buffered(len(self._buffer))
                 if not batch:
                     return written
@@ -96,9 +99,12 @@ class AuditTrail:
                     with self._lock:
                         room = max(0, self.max_buffered - len(self._buffer))
                         self._buffer.extendleft(reversed(batch[:room]))
+                        self._in_flight = 0
                     if len(batch) > room:
                         metrics.audit_dropped(len(batch) - room)
                     return written
+                finally:
+                    self._in_flight = 0
 
     def _write(self, batch: list[AccessRecord]) -> int:
         by_tenant: dict[str, list[AccessRecord]] = defaultdict(list)

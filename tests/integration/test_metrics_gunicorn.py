@@ -47,6 +47,7 @@ def server(pg_app: Flask, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "REDIS_URL": settings.redis_url or "",
         "ORDERS_INSTANCE_PATH": str(settings.instance_path),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "ORDERS_DEV_MODE": "1",  # development tokens, on purpose (issue 11)
     }
     script = Path(sys.executable).with_name("orders-service")
     log = (tmp_path / "server.log").open("wb")

@@ -221,3 +221,20 @@ def test_buffered_reads_reach_the_database_without_a_search(
         repo = Repository(conn, api.admin["X-Tenant-ID"])
         page = repo.search(parse_search("AuditEvent", [("agent", "n-2")]))
     assert [e.content["action"] for e in page.resources] == ["R"]
+
+
+def test_a_legacy_list_is_one_query_event_naming_the_orders_it_returned(
+    client: FlaskClient, api: LegacyApi
+) -> None:
+    pid, eid = api.admitted()
+    first = api.created(lab(pid, eid))
+    second = api.created(lab(pid, eid, orderCode={"system": "http://loinc.org", "code": "718-7"}))
+    r = client.get(f"/api/v1/orders?patientId={pid}", headers=api.as_role("NURSE", sub="n-list"))
+    assert r.get_json()["total"] == 2
+    (event,) = events(client, api.admin, "agent=n-list")
+    assert event["action"] == "E"
+    assert {"search-type", "api-v1:orders.list"} <= subtypes(event)
+    refs = {ref.split("/_history")[0] for ref in entity_refs(event)}
+    assert {f"ServiceRequest/{fhir_id(o['orderId'])}" for o in (first, second)} <= refs
+    query = next(e for e in event["entity"] if e["role"]["code"] == "24")
+    assert base64.b64decode(query["query"]).decode() == f"patientId={pid}"

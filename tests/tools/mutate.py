@@ -94,8 +94,8 @@ TARGETS: tuple[Target, ...] = (
             {
                 "ALREADY_DONE",
                 "ACTION_ROLE",
-                "COUNTS_AT_CREATE",
-                "COUNTS_AT_SIGN",
+                "OrderService.locate",
+                "OrderService.load",
                 "OrderService.transition",
                 "OrderService._activate",
                 "OrderService.acknowledge",

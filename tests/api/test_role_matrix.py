@@ -26,7 +26,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.conftest import TokenFactory
-from tests.fhir_data import allergy_intolerance, plan_definition, service_request
+from tests.fhir_data import (
+    allergy_intolerance,
+    encounter,
+    medication_request,
+    nutrition_order,
+    plan_definition,
+    service_request,
+)
 from tests.legacy_data import (
     WARFARIN,
     LegacyApi,
@@ -274,6 +281,57 @@ TABLE: dict[str, Interaction] = {
     ),
     "record an allergy": Interaction(
         frozenset({"ADMIN"}), _nothing, _fhir_post(lambda s: allergy_intolerance(fhir_id(s.pid)))
+    ),
+    "register a patient": Interaction(
+        frozenset({"ADMIN"}),
+        _nothing,
+        _fhir_post(lambda s: {"resourceType": "Patient", "gender": "female"}),
+    ),
+    "record an encounter": Interaction(
+        frozenset({"ADMIN"}), _nothing, _fhir_post(lambda s: encounter(fhir_id(s.pid)))
+    ),
+    "order a medication": Interaction(
+        ORDER_WRITE,
+        _nothing,
+        _fhir_post(
+            lambda s: medication_request(
+                fhir_id(s.pid), encounter={"reference": f"Encounter/{fhir_id(s.eid)}"}
+            )
+        ),
+        lambda a, s, w: a.create(medication(s.pid, s.eid), w),
+    ),
+    "order a diet": Interaction(
+        ORDER_WRITE,
+        _nothing,
+        _fhir_post(
+            lambda s: nutrition_order(
+                fhir_id(s.pid), encounter={"reference": f"Encounter/{fhir_id(s.eid)}"}
+            )
+        ),
+    ),
+    "record an order group": Interaction(
+        ORDER_WRITE,
+        _nothing,
+        _fhir_post(
+            lambda s: {
+                "resourceType": "RequestGroup",
+                "status": "draft",
+                "intent": "order",
+                "subject": {"reference": f"Patient/{fhir_id(s.pid)}"},
+            }
+        ),
+    ),
+    "write an activity definition": Interaction(
+        frozenset({"CLINICIAN", "ADMIN"}),
+        _nothing,
+        _fhir_post(
+            lambda s: {
+                "resourceType": "ActivityDefinition",
+                "status": "active",
+                "name": "Cbc",
+                "kind": "ServiceRequest",
+            }
+        ),
     ),
     "write an order set definition": Interaction(
         frozenset({"CLINICIAN", "ADMIN"}),

@@ -156,7 +156,11 @@ class Result:
 
 
 def _pytest_args(target: Target, *, quick: bool) -> list[str]:
-    args = [*target.tests, "-q", "-p", "no:cacheprovider", "-o", "addopts=--strict-markers"]
+    # Plain asserts and no third-party plugins (PYTEST_DISABLE_PLUGIN_AUTOLOAD, set in main):
+    # a mutant needs pass/fail only, and rewriting hypothesis and schemathesis on import
+    # cost more than the tests themselves.
+    args = [*target.tests, "-q", "-p", "no:cacheprovider", "--assert=plain"]
+    args += ["-o", "addopts=--strict-markers"]
     return [*args, "-x", "--no-header", "--tb=no"] if quick else args
 
 
@@ -345,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.environ["TEST_BACKENDS"] = "sqlite"
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     wanted = set(args.only.split(",")) if args.only else None
     targets = [t for t in TARGETS if wanted is None or t.name in wanted]
     enums = _enums()
@@ -364,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutate: the tests of {t.name} fail without any mutant", file=sys.stderr)
             return 2
         killed.update(((t.name, i), k) for i, k in outcome.items())
+        gone = [m for m in found[t.name] if not outcome[m.index]]
+        score = 1 - len(gone) / len(found[t.name]) if found[t.name] else 1.0
+        print(f"mutate: {t.name}: {score:.1%}, {len(gone)} survivors", file=sys.stderr)
+        for m in gone:
+            print(f"  {t.path.relative_to(ROOT)}:{m.line}  {m.description}", file=sys.stderr)
+        sys.stderr.flush()
 
     results = []
     for t in targets:

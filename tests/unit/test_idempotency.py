@@ -18,8 +18,6 @@ from ulid import ULID
 from app.cache import Cache, CacheUnavailable, InProcessCache, RedisCache
 from app.errors import DuplicateMutation
 from app.services.idempotency import (
-    IN_FLIGHT_TTL,
-    REPLAY_TTL,
     MutationGuard,
     Replay,
     db_key,
@@ -28,6 +26,8 @@ from app.services.idempotency import (
 from tests.conftest import BACKENDS, REDIS_TEST_URL
 
 CACHES = ["in-process", "redis"] if "postgresql" in BACKENDS else ["in-process"]
+IN_FLIGHT_TTL = 60  # seconds a request may run before its twin may go ahead
+REPLAY_TTL = 24 * 3600  # DESIGN §5: the original response is replayed for 24 h
 PAYLOAD = {"orderType": "lab", "patientId": "pat_1", "clientMutationId": "m-1"}
 BODY = b'{"orderId": "ord_1", "status": "draft"}'
 

@@ -18,12 +18,19 @@ import pytest
 
 from app.cds.alerts import Alert
 from app.cds.knowledge_base import KnowledgeBase, KnowledgeError, load_knowledge
-from app.cds.rules import drug_allergy, drug_interaction
+from app.cds.rules import (
+    code_display,
+    drug_allergy,
+    drug_interaction,
+    duplicate_order,
+    unknown_drug,
+)
 from tests.unit.test_cds_rules import (
     AMOX_CLAV_SUSP,
     AMOXICILLIN,
     AMOXICILLIN_500_CAP,
     IBUPROFEN,
+    LOINC,
     PATIENT,
     RX,
     SCT,
@@ -35,6 +42,7 @@ from tests.unit.test_cds_rules import (
     allergy,
     ctx,
     med,
+    service,
     summary,
 )
 
@@ -276,3 +284,257 @@ def test_an_interaction_severity_without_a_level_cannot_enter_the_knowledge_base
     assert "severity" in str(caught.value)
     severities = {rule.severity for rule in load_knowledge().rules}
     assert severities <= set(drug_interaction.LEVELS)
+
+
+# ---------------------------------------------------------------------- what the clinician reads
+def _one(kb: KnowledgeBase, ordered: str, record: dict[str, Any]) -> Alert:
+    [alert] = drug_allergy.check(ctx(med(ordered), allergies=(record,)), kb)
+    return alert
+
+
+def test_an_ingredient_match_names_the_shared_ingredient_and_cites_the_rxnorm_mapping(
+    kb: KnowledgeBase,
+) -> None:
+    alert = _one(kb, AMOX_CLAV_SUSP, allergy(RX, AMOXICILLIN))
+    assert "contains amoxicillin" in alert.message
+    assert "RxNorm" in alert.source
+    assert "RxNorm 723" not in alert.message  # a name, not a bare code
+
+
+def test_a_class_match_names_the_class_and_cites_its_source(kb: KnowledgeBase) -> None:
+    alert = _one(kb, AMOXICILLIN_500_CAP, allergy(SCT, SCT_PENICILLIN))
+    penicillins = kb.drug_class("penicillins")
+    assert penicillins is not None
+    assert f"is one of the {penicillins.name}" in alert.message
+    assert alert.source == penicillins.source
+
+
+def test_a_same_class_match_names_the_class_the_allergen_and_cites_the_class(
+    kb: KnowledgeBase,
+) -> None:
+    alert = _one(kb, NAPROXEN, allergy(RX, IBUPROFEN))
+    nsaids = kb.drug_class("nsaids")
+    assert nsaids is not None
+    assert f"same drug class ({nsaids.name}) as ibuprofen" in alert.message
+    assert alert.source == nsaids.source
+
+
+def test_a_cross_reactivity_names_only_the_ordered_drugs_class(kb: KnowledgeBase) -> None:
+    alert = _one(kb, "309114", allergy(SCT, SCT_PENICILLIN))  # cephalexin 500 MG capsule
+    assert "may cross-react (Cephalosporins)" in alert.message
+    assert "Penicillins)" not in alert.message
+    assert not alert.message.endswith("..")
+
+
+def test_the_message_quotes_the_record_when_it_says_something_else(kb: KnowledgeBase) -> None:
+    record = allergy(RX, AMOXICILLIN)
+    record["code"]["text"] = "Augmentin - hives 2019"
+    assert (
+        "amoxicillin (recorded as 'Augmentin - hives 2019')"
+        in _one(kb, AMOXICILLIN_500_CAP, record).message
+    )
+    record["code"] = {"coding": [{"system": RX, "code": AMOXICILLIN, "display": "Amoxicillin"}]}
+    message = _one(kb, AMOXICILLIN_500_CAP, record).message
+    assert "recorded as" not in message  # the same words are not repeated
+    assert message.startswith("Allergy to amoxicillin ")
+
+
+def test_a_missing_criticality_is_said_as_such(kb: KnowledgeBase) -> None:
+    alert = _one(kb, AMOXICILLIN_500_CAP, allergy(RX, AMOXICILLIN, criticality=None))
+    assert alert.level == "warning"
+    assert "criticality not recorded" in alert.message
+
+
+def test_an_allergy_coded_without_a_system_is_still_resolved(kb: KnowledgeBase) -> None:
+    """Never silent: a bare RxNorm code on an allergy record is looked up all the same."""
+    record = allergy(RX, AMOXICILLIN)
+    record["code"] = {"coding": [{"code": AMOXICILLIN}]}
+    assert summary(drug_allergy.check(ctx(med(AMOXICILLIN_500_CAP), allergies=(record,)), kb)) == [
+        ("ALLERGY-DRUG", "hard-stop")
+    ]
+
+
+def test_contradictory_clinical_statuses_still_count(kb: KnowledgeBase) -> None:
+    """A record coded both active and resolved is not silently dropped."""
+    record = allergy(RX, AMOXICILLIN)
+    record["clinicalStatus"]["coding"].append({"code": "resolved"})
+    assert summary(drug_allergy.check(ctx(med(AMOXICILLIN_500_CAP), allergies=(record,)), kb)) == [
+        ("ALLERGY-DRUG", "hard-stop")
+    ]
+
+
+# ---------------------------------------------------------------------- stored causes
+# A cause is stored with every DetectedIssue and compared on every later activation: if its
+# spelling changed, every open alert would be resolved and raised again. So it is pinned.
+CAUSES = [
+    (
+        AMOXICILLIN_500_CAP,
+        (RX, AMOXICILLIN),
+        "allergy:AllergyIntolerance/alg-1:ingredient:723:hard-stop",
+    ),
+    (
+        AMOXICILLIN_500_CAP,
+        (SCT, SCT_PENICILLIN),
+        "allergy:AllergyIntolerance/alg-1:class:penicillins:hard-stop",
+    ),
+    (NAPROXEN, (RX, IBUPROFEN), "allergy:AllergyIntolerance/alg-1:same-class:nsaids:warning"),
+    (
+        "309114",
+        (SCT, SCT_PENICILLIN),
+        "allergy:AllergyIntolerance/alg-1:cross:penicillins>cephalosporins:warning",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ordered", "coded", "cause"), CAUSES)
+def test_allergy_causes_are_spelled_as_stored(
+    kb: KnowledgeBase, ordered: str, coded: tuple[str, str], cause: str
+) -> None:
+    assert _one(kb, ordered, allergy(*coded)).cause == cause
+
+
+def test_an_unsaved_allergy_cause_lists_its_codes_sorted(kb: KnowledgeBase) -> None:
+    record = _unsaved(AMOXICILLIN)
+    record["code"]["coding"].append({"system": SCT, "code": "372687004"})
+    alert = _one(kb, AMOXICILLIN_500_CAP, record)
+    assert alert.cause == (
+        f"allergy:AllergyIntolerance?code={SCT}|372687004,{RX}|{AMOXICILLIN}:ingredient:723:hard-stop"
+    )
+
+
+# ---------------------------------------------------------------------- interaction details
+def test_only_an_onc_high_priority_pair_says_so(kb: KnowledgeBase) -> None:
+    """Phenelzine (MAOI) with sertraline (SSRI) is ONC pair 4; amoxicillin-warfarin is not."""
+    [onc] = drug_interaction.check(
+        ctx(med("8123"), others=(med("36437", rid="mr-ssri", status="active"),)), kb
+    )
+    assert onc.level == "hard-stop"
+    assert "ONC high-priority list" in onc.detail
+    [other] = drug_interaction.check(
+        ctx(med(AMOXICILLIN_500_CAP), others=(med(WARFARIN_5_TAB, rid="mr-w", status="active"),)),
+        kb,
+    )
+    assert "ONC" not in other.detail
+    assert other.detail.rstrip().endswith("active).")
+
+
+def test_an_unsaved_other_order_with_several_codes_lists_them_sorted(kb: KnowledgeBase) -> None:
+    other = med(WARFARIN_5_TAB, status="draft")
+    other.pop("id", None)
+    other["medicationCodeableConcept"]["coding"].append({"system": RX, "code": WARFARIN})
+    [alert] = drug_interaction.check(ctx(med(AMOXICILLIN_500_CAP), others=(other,)), kb)
+    assert alert.cause == (
+        f"ddi:DDI-AMOX-WARFARIN:MedicationRequest?code={RX}|{WARFARIN},{RX}|{WARFARIN_5_TAB}"
+    )
+
+
+# ---------------------------------------------------------------------- duplicates
+CBC = (LOINC, "58410-2")
+CBC_LOCAL = ("urn:local-lab", "CBC")
+
+
+def test_a_duplicate_without_display_is_named_by_its_code(kb: KnowledgeBase) -> None:
+    alerts = duplicate_order.check(
+        ctx(service([CBC]), others=(service([CBC], rid="sr-1", status="active"),)), kb
+    )
+    assert [a.message for a in alerts] == [
+        f"Duplicate order: {LOINC}|58410-2 is already ordered (ServiceRequest/sr-1, active)"
+    ]
+
+
+def test_two_duplicates_are_named_with_their_statuses(kb: KnowledgeBase) -> None:
+    others = (
+        service([CBC], rid="sr-1", status="active"),
+        service([CBC], rid="sr-2", status="draft"),
+    )
+    [alert] = duplicate_order.check(ctx(service([CBC], text="CBC panel"), others=others), kb)
+    assert alert.message == (
+        "Duplicate order: CBC panel is already ordered 2 times "
+        "(ServiceRequest/sr-1 (active), ServiceRequest/sr-2 (draft))"
+    )
+
+
+def test_an_unsaved_duplicate_is_named_by_its_codes(kb: KnowledgeBase) -> None:
+    [alert] = duplicate_order.check(ctx(service([CBC]), others=(service([CBC_LOCAL, CBC]),)), kb)
+    assert f"(ServiceRequest?code={LOINC}|58410-2,urn:local-lab|CBC, draft)" in alert.message
+    assert alert.implicated == ()
+
+
+def test_duplicate_causes_are_spelled_as_stored(kb: KnowledgeBase) -> None:
+    """Stored with the DetectedIssue and compared at activation (see the allergy causes)."""
+    [lab] = duplicate_order.check(
+        ctx(service([CBC, CBC_LOCAL]), others=(service([CBC_LOCAL, CBC], rid="sr-1"),)), kb
+    )
+    assert lab.cause == f"dup:ServiceRequest:{LOINC}|58410-2, urn:local-lab|CBC"
+    [drug] = duplicate_order.check(
+        ctx(med(AMOX_CLAV_SUSP), others=(med(AMOX_CLAV_SUSP, rid="mr-1"),)), kb
+    )
+    assert drug.cause == "dup:MedicationRequest:ingredient RxCUI 48203, 723"
+    local = ("urn:local-formulary", "TONIC")
+    unknown = med(None, text="tonic")
+    unknown["medicationCodeableConcept"]["coding"] = [
+        {"system": s, "code": c} for s, c in (local, ("urn:other", "T1"))
+    ]
+    twin = {**unknown, "id": "mr-2"}
+    [coded] = duplicate_order.check(ctx(unknown, others=(twin,)), kb)
+    assert coded.cause == "dup:MedicationRequest:urn:local-formulary|TONIC, urn:other|T1"
+
+
+def test_a_known_and_an_unknown_drug_sharing_a_local_code_are_duplicates(
+    kb: KnowledgeBase,
+) -> None:
+    """Amoxicillin coded in RxNorm and the pharmacy's local code, against an order carrying the
+    local code only (unknown to the knowledge base): the shared code still makes a duplicate."""
+    mine = med(AMOXICILLIN_500_CAP)
+    mine["medicationCodeableConcept"]["coding"].append({"system": LOCAL, "code": "AMOX500"})
+    theirs = med("AMOX500", rid="mr-local", system=LOCAL, status="active")
+    assert summary(duplicate_order.check(ctx(mine, others=(theirs,)), kb)) == [
+        ("DUPLICATE-ORDER", "warning")
+    ]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        {"resourceType": "Task", "status": "requested", "intent": "order"},
+        service([]),
+    ],
+    ids=["not an order type", "a service request without codes"],
+)
+def test_nothing_to_compare_gives_an_empty_list(kb: KnowledgeBase, order: dict[str, Any]) -> None:
+    others = (service([CBC], rid="sr-1", status="active"),)
+    assert duplicate_order.check(ctx(order, others=others), kb) == []
+
+
+# ---------------------------------------------------------------------- unknown drugs
+def _unknown_message(kb: KnowledgeBase, order: dict[str, Any]) -> str:
+    [alert] = unknown_drug.check(ctx(order), kb)
+    return alert.message
+
+
+def test_an_unknown_drug_says_the_checks_were_not_done(kb: KnowledgeBase) -> None:
+    message = _unknown_message(kb, med("999999", display="Grandma tonic"))
+    assert message == (
+        "Grandma tonic (RxNorm 999999) is not in the knowledge base; "
+        "allergy and interaction checks were not performed."
+    )
+
+
+def test_every_unknown_code_is_listed(kb: KnowledgeBase) -> None:
+    order = med("999999", display="Grandma tonic")
+    order["medicationCodeableConcept"]["coding"].append({"system": "urn:x", "code": "T1"})
+    assert _unknown_message(kb, order).startswith("Grandma tonic (RxNorm 999999, urn:x T1) is not")
+
+
+def test_a_display_that_only_repeats_the_code_is_not_repeated(kb: KnowledgeBase) -> None:
+    message = _unknown_message(kb, med("999999", display="RxNorm 999999"))
+    assert message.startswith("RxNorm 999999 is not in the knowledge base")
+
+
+def test_a_right_display_does_not_hide_a_misleading_text(kb: KnowledgeBase) -> None:
+    order = med(
+        AMOXICILLIN_500_CAP, display="amoxicillin 500 MG Oral Capsule", text="Warfarin 5 mg"
+    )
+    alerts = code_display.check(ctx(order), kb)
+    assert summary(alerts) == [("CODE_DISPLAY_MISMATCH", "warning")]
+    assert "'Warfarin 5 mg'" in alerts[0].message

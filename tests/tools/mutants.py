@@ -274,7 +274,11 @@ class _Walker(ast.NodeTransformer):
                 )
         elif isinstance(node, ast.Return):
             value = node.value
-            if value is not None and not (isinstance(value, ast.Constant) and value.value is None):
+            # `return False` -> `return None` is equivalent wherever a bool is tested.
+            falsy = isinstance(value, ast.Constant) and (
+                value.value is None or value.value is False
+            )
+            if value is not None and not falsy:
                 options.append(
                     (f"`return {_show(value)}` -> `return None`", lambda: ast.Return(value=None))
                 )

@@ -195,8 +195,9 @@ def _app_imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module)
                 found |= {f"{node.module}.{a.name}" for a in node.names}
+        found.add(name)  # importing a module imports its packages first
         parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 1)}
-        graph[name] = (found | parents) & set(modules)
+        graph[name] = (found | parents) & set(modules) - {name}
     return graph
 
 
@@ -231,7 +232,8 @@ def _warm_for(target: Target) -> None:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
     if target.module in sys.modules:  # the import graph missed a path: never test the original
-        raise SystemExit(f"mutate: warming {target.name} imported {target.module}")
+        print(f"mutate: warming {target.name} imported {target.module}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _fork(target: Target, index: int | None, quiet: bool = True) -> int:
@@ -350,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     os.environ["TEST_BACKENDS"] = "sqlite"
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    wanted = set(args.only.split(",")) if args.only else None
-    targets = [t for t in TARGETS if wanted is None or t.name in wanted]
+    by_name = {t.name: t for t in TARGETS}
+    targets = [by_name[n] for n in args.only.split(",")] if args.only else list(TARGETS)
     enums = _enums()
     found = {t.name: mutants(t.path.read_text(), enums, t.only) for t in targets}
     if args.list:

@@ -12,7 +12,7 @@ Operators (one change per mutant):
 * constants: `True`/`False` swapped, a number + 1, a string changed (an alert level becomes
   the next level, anything else `XX…XX`);
 * set-like operators `&` ↔ `|`, `+` ↔ `-`;
-* `return <value>` → `return None`;
+* `return <value>` → `return None` (not `return False`: the same wherever a bool is tested);
 * tables: each member removed from a set/frozenset/tuple literal, each missing member of
   the same vocabulary (strings of the sibling sets in one dict, or an enum's members) added
   to a set, each entry removed from a dict literal;

@@ -1,10 +1,11 @@
-"""Safety behaviours of the allergy and interaction rules that mutation testing found unpinned
-(issue 16), against the REAL shipped knowledge base and its real codes.
+"""Safety behaviours of the CDS rules that mutation testing found unpinned (issue 16),
+against the REAL shipped knowledge base and its real codes.
 
-Each test states a clinical behaviour that must hold whatever the implementation: what an
-allergy or order listed EARLIER must never hide, same-class allergies beyond penicillins,
-records that are not allergies, and unsaved records. Builders are shared with
-test_cds_rules.py.
+Each test states a behaviour that must hold whatever the implementation: what a record or
+order listed EARLIER must never hide, same-class allergies beyond penicillins, records that
+are not allergies, unsaved records, what the clinician reads (names, the record's own words,
+sources, the ONC note), and the spelling of causes, which are stored with every alert and
+compared at every later activation. Builders are shared with test_cds_rules.py.
 """
 
 from __future__ import annotations
@@ -296,9 +297,16 @@ def test_an_ingredient_match_names_the_shared_ingredient_and_cites_the_rxnorm_ma
     kb: KnowledgeBase,
 ) -> None:
     alert = _one(kb, AMOX_CLAV_SUSP, allergy(RX, AMOXICILLIN))
-    assert "contains amoxicillin" in alert.message
-    assert "RxNorm" in alert.source
+    assert "contains amoxicillin." in alert.message
+    assert alert.source.startswith("RxNorm ingredient mapping")
     assert "RxNorm 723" not in alert.message  # a name, not a bare code
+    assert "recorded as" not in alert.message  # the record has no words of its own
+
+
+def test_every_shared_ingredient_is_named(kb: KnowledgeBase) -> None:
+    """An allergy recorded against the combination product itself, ordered again."""
+    alert = _one(kb, AMOX_CLAV_SUSP, allergy(RX, AMOX_CLAV_SUSP))
+    assert "contains amoxicillin, clavulanate" in alert.message
 
 
 def test_a_class_match_names_the_class_and_cites_its_source(kb: KnowledgeBase) -> None:
@@ -333,6 +341,8 @@ def test_the_message_quotes_the_record_when_it_says_something_else(kb: Knowledge
         "amoxicillin (recorded as 'Augmentin - hives 2019')"
         in _one(kb, AMOXICILLIN_500_CAP, record).message
     )
+    record["code"] = {"coding": [{"system": RX, "code": AMOXICILLIN, "display": "Amoxil 500"}]}
+    assert "amoxicillin (recorded as 'Amoxil 500')" in _one(kb, AMOXICILLIN_500_CAP, record).message
     record["code"] = {"coding": [{"system": RX, "code": AMOXICILLIN, "display": "Amoxicillin"}]}
     message = _one(kb, AMOXICILLIN_500_CAP, record).message
     assert "recorded as" not in message  # the same words are not repeated
@@ -409,7 +419,7 @@ def test_only_an_onc_high_priority_pair_says_so(kb: KnowledgeBase) -> None:
         ctx(med("8123"), others=(med("36437", rid="mr-ssri", status="active"),)), kb
     )
     assert onc.level == "hard-stop"
-    assert "ONC high-priority list" in onc.detail
+    assert onc.detail.endswith(" It is on the ONC high-priority list (Phansalkar et al., 2012).")
     [other] = drug_interaction.check(
         ctx(med(AMOXICILLIN_500_CAP), others=(med(WARFARIN_5_TAB, rid="mr-w", status="active"),)),
         kb,

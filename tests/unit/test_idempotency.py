@@ -59,8 +59,14 @@ def tenant() -> str:
     return f"t-{ULID()}".lower()
 
 
-def guard(cache: Cache, tenant: str, key: str = "m-1", payload: object = PAYLOAD) -> MutationGuard:
-    return MutationGuard(cache, tenant, key, payload)
+def guard(
+    cache: Cache,
+    tenant: str,
+    key: str = "m-1",
+    payload: object = PAYLOAD,
+    subject: str = "Practitioner/dr-1",
+) -> MutationGuard:
+    return MutationGuard(cache, tenant, subject, key, payload)
 
 
 def test_the_first_request_goes_ahead_and_its_twin_in_flight_is_refused(
@@ -120,10 +126,11 @@ def test_a_refused_twin_that_aborts_leaves_the_first_request_in_flight(
         guard(cache, tenant).begin()
 
 
-def test_keys_are_per_tenant_and_per_key(cache: Cache, tenant: str) -> None:
+def test_keys_are_per_tenant_caller_and_key(cache: Cache, tenant: str) -> None:
     assert guard(cache, tenant).begin() is None
     assert guard(cache, tenant + "-other").begin() is None
     assert guard(cache, tenant, key="m-2").begin() is None
+    assert guard(cache, tenant, subject="Practitioner/dr-2").begin() is None  # per caller
 
 
 def test_in_flight_marker_expires_after_a_minute_and_the_replay_after_a_day(
@@ -159,8 +166,9 @@ def test_the_cache_key_does_not_contain_the_clients_key(tenant: str) -> None:
 
 
 def test_db_key_is_a_stable_hash_of_the_client_key() -> None:
-    assert re.fullmatch(r"[0-9a-f]{64}", db_key("m-1"))
-    assert db_key("m-1") == db_key("m-1") != db_key("m-2")
+    assert re.fullmatch(r"[0-9a-f]{64}", db_key("dr-1", "m-1"))
+    assert db_key("dr-1", "m-1") == db_key("dr-1", "m-1") != db_key("dr-1", "m-2")
+    assert db_key("dr-1", "m-1") != db_key("dr-2", "m-1")
     assert payload_hash({"a": 1, "b": 2}) == payload_hash({"b": 2, "a": 1})
     assert payload_hash({"a": 1}) != payload_hash({"a": 2})
 

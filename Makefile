@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 ARGS ?=
 
-.PHONY: help venv services run test lint bench
+.PHONY: help venv services run test lint bench mutate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ run: ## Run on SQLite + in-process cache with demo data; prints a token (ARGS="-
 
 test: ## Run the checks, then every test against real PostgreSQL and Redis (ARGS="-k cache -x")
 	@bash scripts/test.sh $(ARGS)
+
+mutate: venv ## Mutation testing of the safety modules, table + survivors; fails below thresholds (ARGS="--only access")
+	.venv/bin/python -m tests.tools.mutate $(ARGS)
 
 lint: ## ruff check, ruff format --check, mypy on app/ and the import-layer contracts
 	@bash scripts/checks.sh

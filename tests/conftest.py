@@ -29,7 +29,8 @@ from app.settings import Settings
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_TEST_DB = os.environ.get("TEST_PG_DB", "orders_test")
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = ["sqlite", "postgresql"]
+#: Both by default; `make mutate` runs its mutants on SQLite only (TEST_BACKENDS=sqlite).
+BACKENDS = os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",")
 
 
 def _fresh_pg_database() -> str:

@@ -72,8 +72,10 @@ def next_state(current: State, action: Action) -> State:
     if target is not None:
         return target
     if current in TERMINAL:
-        raise OrderTerminalState(f"The order is {current.value}; it cannot be {_verb(action)}")
-    raise InvalidStateTransition(f"An order that is {current.value} cannot be {_verb(action)}")
+        raise OrderTerminalState(f"The order is {current.value}; {action.value} is not possible")
+    raise InvalidStateTransition(
+        f"{action.value} is not possible for an order that is {current.value}"
+    )
 
 
 def fhir_status(resource_type: str, state: State, *, previous: State | None = None) -> str:
@@ -94,14 +96,3 @@ def action_for_status_change(old: State, new_fhir_status: str) -> Action:
     if old in TERMINAL:
         raise OrderTerminalState(f"The order is {old.value}; its status cannot change")
     raise InvalidStateTransition(f"Status cannot change from {old.value} to {new_fhir_status}")
-
-
-def _verb(action: Action) -> str:
-    return {
-        Action.ACTIVATE: "activated",
-        Action.HOLD: "put on hold",
-        Action.RESUME: "resumed",
-        Action.CANCEL: "cancelled",
-        Action.CORRECTION: "corrected",
-        Action.COMPLETE: "completed",
-    }[action]

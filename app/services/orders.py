@@ -260,7 +260,10 @@ class OrderService(OrderCreation):
         action it amounts to (hold, resume, cancel/revoke, entered-in-error); activation must
         use `$activate`, which runs the signing checks. Other edits are allowed only on drafts.
         """
-        access.require(self.principal, access.Permission.ORDER_WRITE)
+        # Entered-in-error is a correction (CLINICIAN, ADMIN), any other PUT an order write.
+        correction = isinstance(body, dict) and body.get("status") == "entered-in-error"
+        need = access.Permission.CORRECTION if correction else access.Permission.ORDER_WRITE
+        access.require(self.principal, need)
         doc = validate_resource(resource_type, body)
         current = self.repo.read(resource_type, rid, for_update=True)
         if current is None:

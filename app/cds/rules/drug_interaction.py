@@ -30,7 +30,8 @@ LEVELS: dict[str, Level] = {
 
 
 def level_for(interaction: Interaction) -> Level:
-    return LEVELS.get(interaction.severity, "warning")
+    """The knowledge base admits only the severities listed here (its schema refuses others)."""
+    return LEVELS[interaction.severity]
 
 
 def other_key(other: dict[str, Any]) -> str:

@@ -131,6 +131,8 @@ SAME_CLASS = [
         SULFADIAZINE,
         ("sulfamethoxazole", "sulfadiazine"),
     ),
+    # morphine 7052 and oxycodone 7804, both in the opioids class (ATC N02A)
+    ("morphine allergy, oxycodone order", "7052", "7804", ("morphine", "oxycodone")),
 ]
 
 
@@ -541,3 +543,28 @@ def test_a_right_display_does_not_hide_a_misleading_text(kb: KnowledgeBase) -> N
     alerts = code_display.check(ctx(order), kb)
     assert summary(alerts) == [("CODE_DISPLAY_MISMATCH", "warning")]
     assert "'Warfarin 5 mg'" in alerts[0].message
+
+
+def test_a_text_only_allergy_matches_by_name_and_says_so(kb: KnowledgeBase) -> None:
+    """An allergy recorded as text ("Penicillin") is matched through the class name; the
+    alert tells the clinician the match came from a name, not a code."""
+    record = allergy(RX, "0", criticality="high")
+    record["code"] = {"text": "Penicillin"}
+    alerts = drug_allergy.check(ctx(med(AMOXICILLIN_500_CAP), allergies=(record,)), kb)
+    assert [a.level for a in alerts] == ["hard-stop"]
+    assert "(matched by name)" in alerts[0].message, alerts[0].message
+    coded = drug_allergy.check(
+        ctx(med(AMOXICILLIN_500_CAP), allergies=(penicillin_hard_stop(),)), kb
+    )
+    assert "matched by name" not in coded[0].message
+
+
+def test_the_message_names_a_severe_history_only_when_there_is_one(kb: KnowledgeBase) -> None:
+    plain = _one(kb, AMOXICILLIN_500_CAP, allergy(RX, AMOXICILLIN, criticality="low"))
+    assert "history" not in plain.message
+    assert "(criticality low)" in plain.message
+    record = allergy(RX, AMOXICILLIN, criticality="low")
+    record["reaction"] = [{"manifestation": [{"text": "Anaphylaxis"}]}]
+    severe = _one(kb, AMOXICILLIN_500_CAP, record)
+    assert "(criticality low; history of anaphylaxis)" in severe.message
+    assert severe.level == "hard-stop"

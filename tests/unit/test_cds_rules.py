@@ -861,3 +861,61 @@ def test_another_patients_orders_never_count(kb: KnowledgeBase) -> None:
     context = ctx(med(AMOXICILLIN_500_CAP), others=(stranger,))
     assert drug_interaction.check(context, kb) == []
     assert duplicate_order.check(ctx(med(WARFARIN), others=(stranger,)), kb) == []
+
+
+# ------------------------------------------------------- interaction messages name drugs
+@pytest.mark.parametrize(
+    ("ordered", "other", "expected"),
+    [
+        # the rule's own text already names both ingredients: kept as written
+        (
+            med(AMOXICILLIN_500_CAP),
+            med(WARFARIN, rid="w1", status="active"),
+            "Potential interaction: Amoxicillin + Warfarin. Monitor INR.",
+        ),
+        # a class in the rule's text: the drugs are added, ordered drug first
+        (
+            med(IBUPROFEN),
+            med(WARFARIN, rid="w1", status="active"),
+            "Major interaction: Warfarin + NSAID. Raised risk of serious bleeding. Avoid, or "
+            "monitor closely. (ibuprofen with warfarin)",
+        ),
+        (
+            med(WARFARIN),
+            med(IBUPROFEN, rid="i1", status="active"),
+            "Major interaction: Warfarin + NSAID. Raised risk of serious bleeding. Avoid, or "
+            "monitor closely. (warfarin with ibuprofen)",
+        ),
+        # a drug matched by its RxNorm-style name is said to be, even when the text names it
+        (
+            med("local-1", system="urn:local", display="ibuprofen 200 MG Oral Tablet"),
+            med(WARFARIN, rid="w1", status="active"),
+            "Major interaction: Warfarin + NSAID. Raised risk of serious bleeding. Avoid, or "
+            "monitor closely. (ibuprofen (matched by name) with warfarin)",
+        ),
+        (
+            med("local-2", system="urn:local", text="amoxicillin 500 MG Oral Capsule"),
+            med(WARFARIN, rid="w1", status="active"),
+            "Potential interaction: Amoxicillin + Warfarin. Monitor INR. "
+            "(amoxicillin (matched by name) with warfarin)",
+        ),
+    ],
+)
+def test_interaction_message_names_both_drugs_exactly(
+    kb: KnowledgeBase, ordered: dict[str, Any], other: dict[str, Any], expected: str
+) -> None:
+    [alert] = drug_interaction.check(ctx(ordered, others=(other,)), kb)
+    assert alert.message == expected
+
+
+def test_a_combination_product_is_named_by_all_its_ingredients_in_order(
+    kb: KnowledgeBase,
+) -> None:
+    name = "amoxicillin 875 MG / clavulanate potassium 125 MG Oral Tablet"
+    ordered = med("local-3", system="urn:local", display=name)
+    [alert] = drug_interaction.check(
+        ctx(ordered, others=(med(WARFARIN, rid="w1", status="active"),)), kb
+    )
+    assert alert.message.endswith("(amoxicillin / clavulanate (matched by name) with warfarin)"), (
+        alert.message
+    )

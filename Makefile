@@ -14,7 +14,7 @@ venv: ## Create .venv and install the project (again only when pyproject.toml ch
 services: ## Start local PostgreSQL and Redis if they are down
 	@bash scripts/services.sh
 
-run: ## Run on SQLite + in-process cache with demo data; prints a token (ARGS="--port 8080")
+run: ## Run on SQLite + in-process cache with demo data and a subscription worker; prints a token
 	@bash scripts/run.sh $(ARGS)
 
 test: ## Run the checks, then every test against real PostgreSQL and Redis (ARGS="-k cache -x")

@@ -8,6 +8,7 @@ the instance folder (which holds the development signing key).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -28,6 +29,7 @@ from app.runtime import get_runtime, rxnorm_overlay
 from app.rxnorm_import import build_overlay, write_overlay
 from app.settings import DEV_MODE_ENV, DEV_MODE_WARNING, ConfigurationError, Settings
 from app.web import draining
+from app.worker import main as worker_main
 
 DEMO_TENANT = "demo"
 DEV_TOKEN_LIFETIME_SECONDS = 8 * 3600  # a working day; the dev runner prints it once
@@ -201,6 +203,19 @@ def serve(host: str, port: int, workers: int, threads: int, dev_mode: bool) -> N
 def migrate() -> None:
     """Upgrade the database schema to the newest revision (alembic upgrade head)."""
     _migrate(_settings())
+
+
+@main.command()
+@click.option(
+    "--poll", default=0.5, show_default=True, type=click.FloatRange(0.05), help="Idle sleep (s)."
+)
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+def worker(poll: float, once: bool) -> None:
+    """Deliver subscription notifications (several may run on PostgreSQL; one on SQLite)."""
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    steps = worker_main.run(settings, poll=poll, once=once)
+    click.echo(f"worker stopped after {steps} delivery steps", err=True)
 
 
 @main.command("seed-demo")

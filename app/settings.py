@@ -5,7 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+from app.domain.endpoints import EndpointPolicy, parse_hosts
 
 DEV_ISSUER = "urn:orders-service:dev"
 DEV_AUDIENCE = "orders-service"
@@ -52,6 +55,9 @@ class Settings:
     #: The access audit trail; off only to measure its cost (`make bench`), never in use.
     audit_enabled: bool = True
     audit_flush_seconds: float = 1.0
+    #: `SUBSCRIPTION_ENDPOINT_HOSTS`: per-tenant allow-list of subscription endpoint hosts,
+    #: `tenant-a=hook.lab.example,*.pharmacy.example;*=hooks.example.org` (app/domain/endpoints.py).
+    subscription_endpoint_hosts: str = ""
     # Extra knobs for tests; never read from the environment.
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -94,6 +100,7 @@ class Settings:
             ),
             audit_enabled=_flag(env.get("AUDIT_TRAIL", "on"), "AUDIT_TRAIL"),
             audit_flush_seconds=_flush_seconds(env.get("AUDIT_FLUSH_SECONDS", "1")),
+            subscription_endpoint_hosts=env.get("SUBSCRIPTION_ENDPOINT_HOSTS") or "",
         )
         settings.check()
         return settings
@@ -112,6 +119,10 @@ class Settings:
                 "outside development mode set PUBLIC_BASE_URL (the absolute base of links) or "
                 "TRUSTED_HOSTS (comma-separated host names requests may use)"
             )
+        try:
+            parse_hosts(self.subscription_endpoint_hosts)
+        except ValueError as exc:
+            raise ConfigurationError(f"SUBSCRIPTION_ENDPOINT_HOSTS: {exc}") from exc
 
     def check_dev_mode_opt_in(self) -> None:
         """Development mode must be asked for (`serve --dev` or ORDERS_DEV_MODE=1): a server
@@ -122,6 +133,10 @@ class Settings:
                 f"(tokens signed by a local key file); refusing to serve. Configure OIDC, or "
                 f"pass --dev (or set {DEV_MODE_ENV}=1) to run development mode on purpose"
             )
+
+    @cached_property
+    def endpoint_policy(self) -> EndpointPolicy:
+        return EndpointPolicy(self.dev_mode, parse_hosts(self.subscription_endpoint_hosts))
 
 
 def _seconds(value: str | None, default: float) -> float:

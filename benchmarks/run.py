@@ -47,6 +47,7 @@ import orjson
 import psycopg
 
 from benchmarks import audit_cost
+from benchmarks import events as events_phase
 from benchmarks import seed as seeding
 from benchmarks.load import HttpClient, Monitor, Operation, PhaseResult, expect, run_phase
 from benchmarks.raw_pg import MAX_CONNECTIONS, RawPostgres
@@ -65,6 +66,7 @@ ALL_PHASES = [
     "put",
     "activate",
     "legacy-create",
+    "events",
 ]
 #: Run again after the server phases (not selectable): this machine kind's speed drifts
 #: within a run, so ratios use the mean of the insert rate measured before and after.
@@ -644,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     counter: Counter_ | None = None
     audit_results: dict[tuple[str, str], PhaseResult] = {}
     audit_in_process: dict[str, tuple[float, float]] = {}
+    events_report: list[str] = []
     started = time.perf_counter()
     try:
         print(
@@ -704,6 +707,34 @@ def main(argv: list[str] | None = None) -> int:
         counter = Counter_(settings)
         profiler = Profiler(args.profile, server, args.duration) if args.profile else None
         for phase in args.phase_list:
+            if phase == "events":  # benchmarks/events.py: outbox cost and delivery lag
+                admin = mint_token(
+                    settings,
+                    sub="bench-admin",
+                    roles=["ADMIN"],
+                    tenants=[TENANT],
+                    expires_in=24 * 3600,
+                )
+                pair, event_lines = events_phase.run(
+                    port,
+                    env,
+                    Path(tmp.name),
+                    tenant=TENANT,
+                    patient=data.hot_patient,
+                    tokens=(token, admin),
+                    clients=args.clients,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    monitor_factory=lambda: monitor,
+                )
+                for r in pair:
+                    results[r.name] = r
+                    print(
+                        f"  {r.name:<14} {r.rps:8,.1f} ops/s  p50 {r.pct(50):6.1f} ms  "
+                        f"p99 {r.pct(99):6.1f} ms  errors {r.errors}"
+                    )
+                events_report.extend(event_lines)
+                continue
             if phase.startswith("raw"):
                 clients = min(args.clients, MAX_CONNECTIONS)
                 inserting = phase in ("raw-insert", RAW_INSERT_END)
@@ -809,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
             "  (machine shared with other work during the run: compare the two columns of a "
             "row, measured minutes apart, not rows of different runs)"
         )
+    if events_report:
+        print("Subscriptions (one active subscription, one worker, local receiver):")
+        for line in events_report:
+            print(f"  {line}")
     if len(rss_trace) > 1:
         first, last = rss_trace[0][1], rss_trace[-1][1]
         trail = ", ".join(f"{name} {mb:.0f}" for name, mb in rss_trace)

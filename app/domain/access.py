@@ -17,6 +17,7 @@ class Permission(StrEnum):
     CLINICAL_DATA_WRITE = "clinical-data-write"
     DEFINITION_WRITE = "definition-write"
     CDS_CALL = "cds-call"
+    SUBSCRIPTION_MANAGE = "subscription-manage"
 
 
 ROLES: dict[Permission, frozenset[str]] = {
@@ -28,6 +29,9 @@ ROLES: dict[Permission, frozenset[str]] = {
     Permission.CLINICAL_DATA_WRITE: frozenset({"ADMIN"}),
     Permission.DEFINITION_WRITE: frozenset({"CLINICIAN", "ADMIN"}),
     Permission.CDS_CALL: frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}),
+    # Subscriptions send order data to an outside system: an administrator (or a system
+    # client given the ADMIN role) sets them up; docs/events.md.
+    Permission.SUBSCRIPTION_MANAGE: frozenset({"ADMIN"}),
 }
 
 #: Which action a plain create/update of each resource type is.
@@ -42,7 +46,11 @@ WRITE_ACTION: dict[str, Permission] = {
     "AllergyIntolerance": Permission.CLINICAL_DATA_WRITE,
     "PlanDefinition": Permission.DEFINITION_WRITE,
     "ActivityDefinition": Permission.DEFINITION_WRITE,
+    "Subscription": Permission.SUBSCRIPTION_MANAGE,
 }
+
+#: Types whose reads need more than READ (their content is configuration, not clinical data).
+READ_ACTION: dict[str, Permission] = {"Subscription": Permission.SUBSCRIPTION_MANAGE}
 
 
 def may(principal: Principal, action: Permission) -> bool:
@@ -61,11 +69,15 @@ AUDIT_TYPES = frozenset({"AuditEvent"})
 
 
 def require_read(principal: Principal, resource_type: str) -> None:
-    require(principal, Permission.READ)
+    require(principal, read_action(resource_type))
     if resource_type in AUDIT_TYPES and not (
         "ADMIN" in principal.roles or principal.is_patient_only
     ):
         raise Forbidden("Only an administrator, or a patient for their own record, reads audit")
+
+
+def read_action(resource_type: str) -> Permission:
+    return READ_ACTION.get(resource_type, Permission.READ)
 
 
 def write_action(resource_type: str) -> Permission:

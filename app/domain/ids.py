@@ -23,6 +23,7 @@ PREFIXES: dict[str, str] = {
     "RequestGroup": "rg",
     "CarePlan": "cp",
     "Task": "task",
+    "Subscription": "sub",
     "Provenance": "prov",
     "Patient": "pat",
     "Encounter": "enc",

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from app.auth import Principal
 from app.cds.engine import CdsEngine
 from app.db import Database
+from app.domain.endpoints import EndpointPolicy
 from app.domain.lifecycle import Action
 from app.domain.offline import is_offline, refuse_offline_order_set
 from app.errors import (
@@ -25,7 +26,7 @@ from app.errors import (
     RouteNotFound,
     ValidationFailed,
 )
-from app.fhir import capability
+from app.fhir import capability, subscription_ops
 from app.fhir.bundles import BundleServices, process_bundle
 from app.fhir.http import (
     FhirRequest,
@@ -46,12 +47,15 @@ from app.services import audit
 from app.services.order_sets import OrderSetService
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
+from app.services.subscriptions import SubscriptionService
 from app.services.unit_of_work import UnitOfWork
 from app.services.writes import ResourceWrites
 from app.store import StoredResource
 from app.store.search.query import MAX_COUNT, SearchQuery, parse_search
 
 Handler = Callable[[FhirRequest], FhirResponse]
+#: Operations that change nothing (backport IG `$status`, `$events`).
+READ_OPERATIONS = frozenset({"status", "events"})
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,22 @@ class FhirServices:
     writes: Callable[[UnitOfWork], ResourceWrites]
     orders: Callable[[UnitOfWork], OrderService]
     order_sets: Callable[[UnitOfWork], OrderSetService]
+    subscriptions: Callable[[UnitOfWork], SubscriptionService] | None = None
 
     @classmethod
-    def over(cls, database: Database, engine: CdsEngine) -> FhirServices:
+    def over(
+        cls, database: Database, engine: CdsEngine, endpoints: EndpointPolicy | None = None
+    ) -> FhirServices:
+        policy = endpoints or EndpointPolicy(dev_mode=False)
         return cls(
             open_uow=lambda principal, read_only: UnitOfWork(
                 database, principal, read_only=read_only
             ),
             resources=ResourceService,
-            writes=lambda uow: ResourceWrites(uow, engine),
+            writes=lambda uow: ResourceWrites(uow, engine, policy),
             orders=lambda uow: OrderService(uow, engine),
             order_sets=lambda uow: OrderSetService(uow, engine),
+            subscriptions=lambda uow: SubscriptionService(uow, policy),
         )
 
 
@@ -107,6 +116,10 @@ class FhirRouter:
         rtype = seg[0]
         if rtype == "OperationDefinition":
             return self.operation_definition(req)
+        if rtype == "SubscriptionTopic":
+            if method != "GET" or len(seg) > 2:
+                raise MethodNotAllowed("Subscription topics are read-only")
+            return subscription_ops.topics(req)
         if rtype in ("_history", "_search"):
             raise MethodNotAllowed(f"System-level {rtype} is not supported; search by type")
         cap = capability.load().types.get(rtype)
@@ -132,9 +145,16 @@ class FhirRouter:
             "activate": self.activate,
             "acknowledge": self.acknowledge,
             "apply": self.apply,
+            "status": self.subscription_status,
+            "events": self.subscription_events,
         }
         if name not in advertised or name not in handlers:
             raise RouteNotFound(f"Operation ${name} is not supported on {rtype}")
+        if name in READ_OPERATIONS:  # affect nothing: GET (or POST) with read rights
+            if req.method not in ("GET", "POST"):
+                raise MethodNotAllowed(f"${name} takes GET or POST")
+            check_scope(req.principal, rtype, "read")
+            return handlers[name](req)
         if req.method != "POST":
             raise MethodNotAllowed(f"${name} takes POST")
         # $activate/$acknowledge change the order; $apply reads the PlanDefinition and
@@ -307,6 +327,20 @@ class FhirRouter:
             )
             check_written_scopes(req.principal, result)
         return FhirResponse(200, result.care_plan)
+
+    def subscription_status(self, req: FhirRequest) -> FhirResponse:
+        """`Subscription/[id]/$status` (backport IG OperationDefinition of that name)."""
+        with self.uow(req) as uow:
+            return subscription_ops.status(req, self._subscriptions(uow))
+
+    def subscription_events(self, req: FhirRequest) -> FhirResponse:
+        """`Subscription/[id]/$events`: catch up by event number (backport IG)."""
+        with self.uow(req) as uow:
+            return subscription_ops.events(req, self._subscriptions(uow))
+
+    def _subscriptions(self, uow: UnitOfWork) -> SubscriptionService:
+        assert self.services.subscriptions is not None, "FhirServices.over provides it"
+        return self.services.subscriptions(uow)
 
     def _written(self, req: FhirRequest, result: WriteResult) -> FhirResponse:
         if result.matched and not may_see_match(req.principal, result.resource.resource_type):

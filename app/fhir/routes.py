@@ -63,7 +63,9 @@ def dispatch(subpath: str) -> Response:
             request.headers.get("Authorization"), request.headers.get("X-Tenant-ID")
         )
         access.note_principal(fhir_req.principal)
-    router = FhirRouter(FhirServices.over(runtime.database, runtime.cds))
+    router = FhirRouter(
+        FhirServices.over(runtime.database, runtime.cds, runtime.settings.endpoint_policy)
+    )
     return _render(router.handle(fhir_req))
 
 

@@ -56,12 +56,17 @@ class Fulfilment:
     def _write_new(
         self, rtype: str, rid: str, doc: dict[str, Any], *, reason: str | None
     ) -> StoredResource:
-        return provenance.write_new(self.repo, self.principal, rtype, rid, doc, reason)
+        stored = provenance.write_new(self.repo, self.principal, rtype, rid, doc, reason)
+        self.uow.outbox.record(None, stored)
+        return stored
 
     def _write(
         self, rtype: str, rid: str, doc: dict[str, Any], expected: int, *, reason: str | None
     ) -> StoredResource:
-        return provenance.write(self.repo, self.principal, rtype, rid, doc, expected, reason)
+        before = self.repo.last_seen(rtype, rid)
+        stored = provenance.write(self.repo, self.principal, rtype, rid, doc, expected, reason)
+        self.uow.outbox.record(before.content.get("status") if before else None, stored)
+        return stored
 
     def create_task(self, order: StoredResource, patient_id: str, now: datetime) -> StoredResource:
         content = order.content

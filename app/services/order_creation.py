@@ -75,7 +75,9 @@ class OrderCreation:
     def _write_new(
         self, resource_type: str, rid: str, doc: dict[str, Any], *, reason: str | None
     ) -> StoredResource:
-        return provenance.write_new(self.repo, self.principal, resource_type, rid, doc, reason)
+        stored = provenance.write_new(self.repo, self.principal, resource_type, rid, doc, reason)
+        self.uow.outbox.record(None, stored)
+        return stored
 
     def _write(
         self,
@@ -86,9 +88,12 @@ class OrderCreation:
         *,
         reason: str | None,
     ) -> StoredResource:
-        return provenance.write(
+        before = self.repo.last_seen(resource_type, rid)
+        stored = provenance.write(
             self.repo, self.principal, resource_type, rid, doc, expected, reason
         )
+        self.uow.outbox.record(before.content.get("status") if before else None, stored)
+        return stored
 
     # ------------------------------------------------------------------ create
     def create(

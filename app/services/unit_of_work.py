@@ -17,7 +17,8 @@ from app.auth import Principal
 from app.db import Database
 from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed, VersionConflict
 from app.services import audit
-from app.store import Repository
+from app.services.outbox import Outbox
+from app.store import EventStore, Repository
 
 
 class UnitOfWork:
@@ -31,6 +32,7 @@ class UnitOfWork:
         self.conn: Connection | None = None
         self._tx: RootTransaction | None = None
         self.repo: Repository
+        self.outbox: Outbox
         #: Resources a transaction Bundle is about to create: references to them count as
         #: resolvable even before they are written.
         self.pending: set[tuple[str, str]] = set()
@@ -53,6 +55,7 @@ class UnitOfWork:
             patient_scope=self.principal.compartment,
             read_only=self.read_only,
         )
+        self.outbox = Outbox(EventStore(self.conn, self.principal.tenant_id))
         return self
 
     def __exit__(
@@ -70,6 +73,8 @@ class UnitOfWork:
                     audit.on_success(self, exc)
                     # The repository defers its inserts to here (one statement per table).
                     self.repo.flush()
+                    # Events of this transaction's changes, in this transaction (outbox).
+                    self.outbox.flush()
                     self._tx.commit()
                 except (DBAPIError, PoolTimeout) as err:
                     translated = _translate(err)

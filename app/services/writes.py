@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.cds.engine import CdsEngine
+from app.domain.endpoints import EndpointPolicy
 from app.domain.ids import is_valid_fhir_id
 from app.domain.offline import refuse_offline_create
 from app.domain.order_types import ORDER_RESOURCE_TYPES
@@ -19,14 +20,20 @@ from app.errors import Issue, MethodNotAllowed, ValidationFailed
 from app.services.fulfilment import Fulfilment
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
+from app.services.subscriptions import SubscriptionService
 from app.services.unit_of_work import UnitOfWork
 from app.store import StoredResource
 
 
 class ResourceWrites:
-    def __init__(self, uow: UnitOfWork, engine: CdsEngine) -> None:
+    def __init__(
+        self, uow: UnitOfWork, engine: CdsEngine, endpoints: EndpointPolicy | None = None
+    ) -> None:
         self.uow = uow
         self.engine = engine
+        #: Where subscriptions may point; without one (no face passed it) only loopback in
+        #: development mode would do, so default to the strictest: none at all.
+        self.endpoints = endpoints or EndpointPolicy(dev_mode=False)
 
     def create(
         self,
@@ -45,6 +52,12 @@ class ResourceWrites:
         if resource_type == "Task":
             raise MethodNotAllowed("Tasks are created by activating an order ($activate)")
         service = ResourceService(self.uow)
+        if resource_type == "Subscription":
+            subscriptions = SubscriptionService(self.uow, self.endpoints)
+            if condition:
+                msg = "Conditional create is not supported for Subscription"
+                raise ValidationFailed(msg, issues=[Issue(msg, "If-None-Exist")])
+            return WriteResult(subscriptions.create(body, rid=rid, reason=reason), created=True)
         if resource_type in ORDER_RESOURCE_TYPES:
             orders = OrderService(self.uow, self.engine)
 
@@ -78,6 +91,10 @@ class ResourceWrites:
         check_body_id(resource_type, rid, body)
         if offline and self.uow.repo.read(resource_type, rid) is None:
             refuse_offline_create(resource_type, body)  # a PUT that creates is a create
+        if resource_type == "Subscription":
+            return SubscriptionService(self.uow, self.endpoints).update(
+                rid, body, if_match=if_match, reason=reason
+            )
         if resource_type in ORDER_RESOURCE_TYPES:
             result, created = OrderService(self.uow, self.engine).put_order(
                 resource_type, rid, body, if_match=if_match, reason=reason

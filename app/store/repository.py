@@ -86,6 +86,12 @@ class Repository(NumberedPages):
         owner = compartment_patient(definition, version.content, patient_id=current.patient_id)
         return owner == self.patient_scope
 
+    def last_seen(self, resource_type: str, rid: str) -> StoredResource | None:
+        """The version of a resource this unit of work last read or wrote (None if neither):
+        what a writer is about to replace, so a service can tell a status change."""
+        seen = self._seen.get((resource_type, rid))
+        return seen[0] if seen else None
+
     def vread(self, resource_type: str, rid: str, version_id: int) -> StoredResource | None:
         current = self.read(resource_type, rid)
         if current is None:

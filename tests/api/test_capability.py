@@ -17,6 +17,7 @@ from app.store.search.extract import extract
 from tests.conftest import TokenFactory
 from tests.fhir_data import medication_request, patient, service_request
 from tests.orders import task_for
+from tests.subscriptions import subscription
 
 ALL_INTERACTIONS = {
     "read",
@@ -134,11 +135,13 @@ def _samples(pid: str, eid: str, sr_id: str) -> dict[str, dict[str, Any]]:
             "instantiatesCanonical": ["urn:set:S1"],
             "identifier": [{"system": "urn:rg", "value": "R1"}],
         },
+        "Subscription": subscription("http://127.0.0.1:9/hook"),
     }
 
 
-#: The audit trail is an administrator's to read (docs/operations.md).
-READER = {"AuditEvent": "ADMIN"}
+#: Types a CLINICIAN may not read: the audit trail is an administrator's to read
+#: (docs/operations.md), subscriptions are configuration (docs/events.md).
+READER = {"AuditEvent": "ADMIN", "Subscription": "ADMIN"}
 WRITER = {
     "Patient": "ADMIN",
     "Encounter": "ADMIN",
@@ -146,6 +149,7 @@ WRITER = {
     "Task": "NURSE",
     "PlanDefinition": "ADMIN",
     "ActivityDefinition": "ADMIN",
+    "Subscription": "ADMIN",
 }
 
 
@@ -159,6 +163,8 @@ def _call(
 ) -> Any:
     rid = res["id"]
     fresh = {k: v for k, v in res.items() if k not in ("id", "meta", "identifier")}
+    if res["resourceType"] == "Subscription":  # masked headers have no value to keep
+        fresh["channel"] = {k: v for k, v in res["channel"].items() if k != "header"}
     calls = {
         "read": ("GET", f"{base}/{rid}", None, reader),
         "vread": ("GET", f"{base}/{rid}/_history/1", None, reader),
@@ -332,6 +338,16 @@ def test_every_advertised_operation_answers_and_its_definition_is_readable(
         assert r.json["url"] == url
     for rtype, tcap in cap.types.items():
         for name in tcap.operations:
+            if rtype == "Subscription":  # read-only operations of a stored subscription
+                admin = headers("ADMIN")
+                sub = client.post(
+                    "/fhir/R4/Subscription",
+                    json=subscription("http://127.0.0.1:9/hook"),
+                    headers=admin,
+                ).json
+                r = client.get(f"/fhir/R4/Subscription/{sub['id']}/${name}", headers=admin)
+                assert r.status_code == 200, (rtype, name, r.json)
+                continue
             if rtype == "PlanDefinition":  # $apply of an unknown set: routed, 404 ORDER_SET_...
                 subject = {"name": "subject", "valueString": f"Patient/{pid}"}
                 r = client.post(

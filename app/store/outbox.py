@@ -18,11 +18,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, Table, and_, insert, or_, select, update
 
 from app.store.outbox_tables import SubscriptionDeliveryRow, SubscriptionEventRow, SubscriptionRow
 
 S = cast(Table, SubscriptionRow.__table__)
+#: PostgreSQL: increment the counter and insert the numbered events in one statement
+#: (parameters: count, tenant, subscription, count, events as JSON).
+PG_APPEND = """
+WITH c AS (
+  UPDATE subscriptions SET events_count = events_count + %s
+  WHERE tenant_id = %s AND id = %s RETURNING tenant_id, id, events_count
+)
+INSERT INTO subscription_events (tenant_id, subscription_id, event_number, topic, focus_type,
+                                 focus_id, focus_version, occurred_at)
+SELECT c.tenant_id, c.id, c.events_count - %s + e.i, e.topic, e.focus_type, e.focus_id,
+       e.focus_version, e.occurred_at
+FROM c, jsonb_to_recordset(CAST(%s AS jsonb)) AS e(i bigint, topic text, focus_type text,
+     focus_id text, focus_version integer, occurred_at timestamptz)
+RETURNING event_number
+"""
 E = cast(Table, SubscriptionEventRow.__table__)
 D = cast(Table, SubscriptionDeliveryRow.__table__)
 CONFIG_COLUMNS = (
@@ -91,7 +107,30 @@ class EventStore:
 
     # ---------------------------------------------------------------- events
     def append(self, sid: str, events: Sequence[NewEvent]) -> int:
-        """Number and store `events` for one subscription; returns the last number."""
+        """Number and store `events` for one subscription; returns the last number.
+
+        The counter's row lock is held from here to the commit, so this is the last thing a
+        transaction does, and on PostgreSQL one statement (the increment and the inserts in
+        a data-modifying CTE): one round trip under the lock instead of two.
+        """
+        if self.conn.dialect.name == "postgresql":
+            doc = orjson.dumps(
+                [
+                    {
+                        "i": i + 1,
+                        "topic": ev.topic,
+                        "focus_type": ev.focus_type,
+                        "focus_id": ev.focus_id,
+                        "focus_version": ev.focus_version,
+                        "occurred_at": ev.occurred_at,
+                    }
+                    for i, ev in enumerate(events)
+                ]
+            ).decode()
+            numbers = self.conn.exec_driver_sql(
+                PG_APPEND, (len(events), self.tenant_id, sid, len(events), doc)
+            ).scalars()
+            return max(int(n) for n in numbers)
         last = self.conn.execute(
             update(S)
             .where(self._sub(sid))

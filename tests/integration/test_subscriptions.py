@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -513,3 +515,41 @@ def test_the_capability_statement_advertises_every_topic_with_the_backport_exten
         load_topics()
     )
     assert {op["name"] for op in entry["operation"]} == {"status", "events"}
+
+
+def test_concurrent_writers_get_consecutive_numbers_in_commit_order(
+    client: FlaskClient, headers: TokenFactory, live_server: Any
+) -> None:
+    """Eight clients create and activate at once over real HTTP: the subscription's events
+    are numbered 1..n without gaps or repeats, one per order, on each subscription."""
+    admin, clin = headers("ADMIN"), headers("CLINICIAN")
+    sub = create_subscription(client, admin, subscription("http://127.0.0.1:9/x", "order-created"))
+    act = create_subscription(
+        client, admin, subscription("http://127.0.0.1:9/x", "order-activated")
+    )
+    pid = new_patient(client, admin)
+
+    def work(k: int) -> None:
+        with requests.Session() as http:
+            for j in range(3):
+                body = service_request(
+                    pid, code={"coding": [{"system": "urn:t", "code": f"{k}-{j}"}]}
+                )
+                r = http.post(f"{live_server.url}/fhir/R4/ServiceRequest", json=body, headers=clin)
+                assert r.status_code == 201, r.text
+                a = http.post(
+                    f"{live_server.url}/fhir/R4/ServiceRequest/{r.json()['id']}/$activate",
+                    headers={**clin, "If-Match": 'W/"1"'},
+                )
+                assert a.status_code == 200, a.text
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    for sid in (sub["id"], act["id"]):
+        got = bundle_events(
+            client.get(
+                f"/fhir/R4/Subscription/{sid}/$events?eventsSinceNumber=1", headers=admin
+            ).json
+        )
+        assert [n for n, _ in got] == list(range(1, 25))
+        assert len({focus for _, focus in got}) == 24

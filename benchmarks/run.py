@@ -726,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
                     warmup=args.warmup,
                     duration=args.duration,
                     monitor_factory=lambda: monitor,
+                    counter=counter,
                 )
                 for r in pair:
                     results[r.name] = r

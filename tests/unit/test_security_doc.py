@@ -36,6 +36,9 @@ USES: dict[access.Permission, str] = {
     access.Permission.CLINICAL_DATA_WRITE: "write Patient, Encounter, AllergyIntolerance",
     access.Permission.DEFINITION_WRITE: "write PlanDefinition, ActivityDefinition",
     access.Permission.CDS_CALL: "call `/cds-services` hooks",
+    access.Permission.SUBSCRIPTION_MANAGE: (
+        "create, update, read and search Subscriptions, `$status`, `$events` (docs/events.md)"
+    ),
 }
 
 
@@ -131,7 +134,7 @@ def test_a_single_role_gets_what_the_table_says(role: str) -> None:
         "NURSE": {"read", "task-write", "cds-call"},
         "PATIENT": {"read"},
         "ADMIN": {"read", "correction", "task-write", "clinical-data-write"}
-        | {"definition-write", "cds-call"},
+        | {"definition-write", "cds-call", "subscription-manage"},
     }[role]
     assert {p.value for p in access.Permission if _allowed(p, role)} == expected
 

@@ -210,9 +210,19 @@ def migrate() -> None:
     "--poll", default=0.5, show_default=True, type=click.FloatRange(0.05), help="Idle sleep (s)."
 )
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
-def worker(poll: float, once: bool) -> None:
-    """Deliver subscription notifications (several may run on PostgreSQL; one on SQLite)."""
-    settings = _settings()
+@click.option(
+    "--dev",
+    "dev_mode",
+    is_flag=True,
+    help=f"Allow development mode (loopback http endpoints). Same as {DEV_MODE_ENV}=1.",
+)
+def worker(poll: float, once: bool, dev_mode: bool) -> None:
+    """Deliver subscription notifications (several may run on PostgreSQL; one on SQLite).
+
+    Like `serve`, it refuses development mode unless asked for: there the endpoint rules
+    are looser (plain http to loopback), which a misconfigured production worker must not
+    silently get."""
+    settings = _dev_mode_settings(dev_mode)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     steps = worker_main.run(settings, poll=poll, once=once)
     click.echo(f"worker stopped after {steps} delivery steps", err=True)

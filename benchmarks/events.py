@@ -236,7 +236,7 @@ def run(
     receiver = Receiver()
     with (log_dir / "worker.log").open("ab") as log:
         worker = subprocess.Popen(
-            [*_console_script(), "worker", "--poll", "0.05"],
+            [*_console_script(), "worker", "--dev", "--poll", "0.05"],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

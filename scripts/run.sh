@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/venv.sh
 if [[ -z "${NO_WORKER:-}" ]]; then
     .venv/bin/orders-service migrate
-    .venv/bin/orders-service worker &
+    .venv/bin/orders-service worker --dev &
     worker=$!
     trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT
 fi

@@ -132,7 +132,7 @@ def start_worker(app: Flask, log: Path) -> subprocess.Popen[bytes]:
     settings = app.config["SETTINGS"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OIDC_", "REDIS_URL"))}
     env.update(DATABASE_URL=settings.database_url, ORDERS_INSTANCE_PATH=str(settings.instance_path))
-    code = "import sys; from app.cli import main; sys.argv = ['orders-service', 'worker', '--poll', '0.05']; main()"
+    code = "import sys; from app.cli import main; sys.argv = ['orders-service', 'worker', '--dev', '--poll', '0.05']; main()"
     with log.open("ab") as err:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=err

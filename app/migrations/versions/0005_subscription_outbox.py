@@ -4,8 +4,8 @@ Topic-based subscriptions (issue 14, docs/events.md): the delivery configuration
 per-subscription event counter, the outbox rows written with each order change, and the
 delivery worker's progress and retry state.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03
 """
 
@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql
 
 JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

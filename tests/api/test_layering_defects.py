@@ -3,6 +3,7 @@ regression test each, on both backends where storage is involved."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +123,16 @@ def test_cds_discovery_touches_no_database(app: Flask, ward: Ward) -> None:
     """Discovery is static: it must not open a (write) transaction or run a statement."""
     engine = get_runtime_engine(app)
     seen: list[str] = []
+    me = threading.get_ident()  # the test client serves the request on this thread; the
+    # audit trail's background flush (another thread) may use the engine meanwhile
 
     def on_begin(conn: Any) -> None:
-        seen.append("BEGIN")
+        if threading.get_ident() == me:
+            seen.append("BEGIN")
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
+        if threading.get_ident() == me:
+            seen.append(statement)
 
     event.listen(engine, "begin", on_begin)
     event.listen(engine, "before_cursor_execute", on_execute)

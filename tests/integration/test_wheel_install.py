@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,27 @@ print(json.dumps({
 
 
 def test_an_installed_wheel_serves_the_capability_statement_and_openapi(tmp_path: Path) -> None:
+    # Build from a copy of the sources: setuptools keeps a build/ folder in the tree it
+    # builds, and a stale one from an earlier build would ship modules since renamed.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".bench",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            "test-artifacts",
+            "instance",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".pytest_cache",
+        ),
+    )
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
@@ -52,7 +74,7 @@ def test_an_installed_wheel_serves_the_capability_statement_and_openapi(tmp_path
             "--disable-pip-version-check",
             "-w",
             str(wheels),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -34,7 +34,8 @@ ROLES: dict[Permission, frozenset[str]] = {
     Permission.SUBSCRIPTION_MANAGE: frozenset({"ADMIN"}),
 }
 
-#: Which action a plain create/update of each resource type is.
+#: The permission a create or update of each resource type needs: read by the generic write
+#: path, the order service (create, PUT) and fulfilment (Task updates) alike.
 WRITE_ACTION: dict[str, Permission] = {
     "ServiceRequest": Permission.ORDER_WRITE,
     "MedicationRequest": Permission.ORDER_WRITE,

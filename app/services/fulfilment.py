@@ -110,7 +110,7 @@ class Fulfilment:
     ) -> StoredResource:
         """A performer updates the Task. Completion completes the order (same transaction);
         a referral Task with an Appointment in its output becomes `scheduled`."""
-        access.require(self.principal, access.Permission.TASK_WRITE)
+        access.require(self.principal, access.write_action("Task"))
         doc = dict(validate_resource("Task", body))
         check_references(self.uow, "Task", doc)
         current = self.repo.read("Task", task_id, for_update=True)

@@ -112,7 +112,7 @@ class OrderCreation:
         the key is claimed in the same transaction: a key already taken by the same payload
         returns that order (`replayed`), by another payload is 409 DUPLICATE_MUTATION.
         """
-        access.require(self.principal, access.Permission.ORDER_WRITE)
+        access.require(self.principal, access.write_action(resource_type))
         order = validate_resource(resource_type, body)
         if order.get("status") != "draft":
             msg = "Orders are created as draft; activate them with $activate"

@@ -262,7 +262,7 @@ class OrderService(OrderCreation):
         """
         # Entered-in-error is a correction (CLINICIAN, ADMIN), any other PUT an order write.
         correction = isinstance(body, dict) and body.get("status") == "entered-in-error"
-        need = access.Permission.CORRECTION if correction else access.Permission.ORDER_WRITE
+        need = access.Permission.CORRECTION if correction else access.write_action(resource_type)
         access.require(self.principal, need)
         doc = validate_resource(resource_type, body)
         current = self.repo.read(resource_type, rid, for_update=True)

@@ -34,7 +34,7 @@ from app.domain.ids import new_id
 from app.store import Repository, StoredResource
 
 if TYPE_CHECKING:
-    from app.services.unit_of_work import UnitOfWork
+    from app.services.unit_of_work import UnitOfWork  # typing only: it imports this module
 
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"

@@ -33,18 +33,16 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import tuple_ as sql_tuple
-from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 
 from app.domain.clock import format_instant, utcnow
 from app.errors import VersionConflict
+from app.store.conditional_keys import ConditionalKeys
 from app.store.listing import NumberedPages
 from app.store.records import IdTaken, StoredResource
 from app.store.search import definitions
 from app.store.search.extract import IndexValues, compartment_patient, extract
 from app.store.statements import (
-    CK,
-    CLAIM_KEY,
     COMPARE_AND_SET,
     DELETE_INDEX,
     DT,
@@ -64,7 +62,7 @@ from app.store.statements import (
 )
 
 
-class Repository(NumberedPages):
+class Repository(NumberedPages, ConditionalKeys):
     # ---------------------------------------------------------------- reads
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
@@ -413,43 +411,3 @@ class Repository(NumberedPages):
         for table, rows in batches:
             if rows:  # no empty entries: an empty `_pending` means nothing to flush
                 pending[table] += rows
-
-    # ---------------------------------------------------------------- conditional create
-    def key_owner(self, resource_type: str, key: str) -> tuple[str, str | None] | None:
-        """(resource id, payload hash) holding a key, if any."""
-        row = self._execute(
-            select(CK.c.res_id, CK.c.payload_hash).where(
-                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
-            )
-        ).first()
-        return (row.res_id, row.payload_hash) if row else None
-
-    def claim_conditional_key(
-        self, resource_type: str, key: str, rid: str, payload_hash: str | None = None
-    ) -> bool:
-        """Insert the key row; False if another transaction holds it (it then wins).
-
-        `INSERT … ON CONFLICT DO NOTHING` (PostgreSQL and SQLite): on PostgreSQL a concurrent
-        insert of the same key blocks until the first commits, then inserts nothing here:
-        exactly one creator per key, whatever the timing — in one round trip, no savepoint.
-        """
-        self._writable()
-        row = {
-            "tenant_id": self.tenant_id,
-            "res_type": resource_type,
-            "key": key,
-            "res_id": rid,
-            "payload_hash": payload_hash,
-        }
-        result = self._execute(CLAIM_KEY[self.conn.dialect.name], row)
-        return bool(result.rowcount == 1)
-
-    def reassign_conditional_key(self, resource_type: str, key: str, rid: str) -> None:
-        self._writable()
-        self._execute(
-            sql_update(CK)
-            .where(
-                CK.c.tenant_id == self.tenant_id, CK.c.res_type == resource_type, CK.c.key == key
-            )
-            .values(res_id=rid)
-        )

@@ -75,7 +75,12 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "access",
         "app.domain.access",
-        ("tests/api/test_role_matrix.py", "tests/api/test_fhir_access.py"),
+        (
+            "tests/unit/test_permissions.py",
+            "tests/api/test_role_matrix.py",
+            "tests/api/test_fhir_access.py",
+            "tests/api/test_audit_trail.py",
+        ),
         0.95,
     ),
     # every rule module, found on disk: a new rule is mutated (and held to 90%) from day one

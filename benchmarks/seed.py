@@ -22,7 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from app.domain.ids import new_id, to_legacy
-from app.store import Repository
+
+try:
+    from app.store import Repository
+except ImportError:  # an A/B baseline from before app/store was split out (e.g. 9e84d25)
+    from app.fhir.repository import Repository  # type: ignore[no-redef]
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -216,6 +220,7 @@ class Dataset:
     service_requests: list[str]  # every seeded ServiceRequest id (GET by id draws from these)
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    hot_patient_legacy: str = ""  # the hot patient's legacy id (`/api/v1/orders?patientId=`)
     _serial: int = 0
 
     def serial(self) -> int:
@@ -249,6 +254,7 @@ def seed(
         srs.append(loader.add("ServiceRequest", body))
     loader.flush()
     data = Dataset(tenant, hot_pid, hot_eid, pids, encounters, srs)
+    data.hot_patient_legacy = to_legacy(hot_pid)
     data.seconds = time.perf_counter() - started
     data.counts = {
         "Patient": patients + 1,

@@ -113,7 +113,9 @@ def _run_gunicorn(host: str, port: int, workers: int, threads: int, drain: float
                     self.cfg.set(key, value)
 
         def load(self) -> Flask:
-            return create_app()
+            app = create_app()
+            app.extensions["orders"].keep_statistics()  # app/store/statistics.py
+            return app
 
     OrdersApplication().run()
 

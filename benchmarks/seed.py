@@ -107,6 +107,15 @@ class BulkLoader:
         self.written += self._pending
         self._pending = 0
 
+    def finish(self) -> None:
+        """Write what is left, then ANALYZE: a freshly loaded PostgreSQL database has no
+        planner statistics until something collects them, and autovacuum may be off
+        (app/store/statistics.py has what that costs)."""
+        self.flush()
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
+
 
 # ---------------------------------------------------------------------- resources
 def patient(i: int) -> dict[str, Any]:
@@ -252,7 +261,7 @@ def seed(
             pid, status = rng.choice(pids), rng.choice(OTHER_STATUSES)
         body = service_request(pid, encounters[pid], status, rng.choice(LAB_CODES), n)
         srs.append(loader.add("ServiceRequest", body))
-    loader.flush()
+    loader.finish()
     data = Dataset(tenant, hot_pid, hot_eid, pids, encounters, srs)
     data.hot_patient_legacy = to_legacy(hot_pid)
     data.seconds = time.perf_counter() - started
@@ -285,7 +294,7 @@ def drafts(engine: Engine, data: Dataset, n: int, prefix: str, rng: random.Rando
             pid, data.encounters[pid], "draft", unique_lab(k, prefix), 10**8 + k, system=BENCH_LAB
         )
         out.append(Draft(loader.add("ServiceRequest", body), body))
-    loader.flush()
+    loader.finish()
     return out
 
 
@@ -301,7 +310,7 @@ def cds_patients(engine: Engine, tenant: str, n: int) -> list[tuple[str, str]]:
         for code, display, text in ACTIVE_MEDS:
             loader.add("MedicationRequest", active_medication(pid, eid, code, display, text))
         out.append((to_legacy(pid), to_legacy(eid)))
-    loader.flush()
+    loader.finish()
     return out
 
 

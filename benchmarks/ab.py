@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -120,8 +121,9 @@ def _sides(args: argparse.Namespace, build: baselines.Build, tmp: Path) -> list[
     db_url = args.pg.replace("postgresql://", "postgresql+psycopg://", 1)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OIDC_", "PYTHON"))}
     sides = []
+    serve = f" [serve {args.serve_args}]" if args.serve_args else ""
     for name, label, python, cwd, worker_cwd, script, database in (
-        ("new", f"this checkout {baselines.head_label()}", sys.executable, ROOT, ROOT, None,
+        ("new", f"this checkout {baselines.head_label()}{serve}", sys.executable, ROOT, ROOT, None,
          args.database),
         ("base", build.label, str(build.python), build.src, build.harness, build.script,
          f"{args.database}_base"),
@@ -179,6 +181,7 @@ def _start(side: Side, args: argparse.Namespace, tmp: Path) -> None:
         port=port,
         script=side.script,
         cwd=side.cwd,
+        serve_args=shlex.split(args.serve_args) if side.name == "new" else [],
     )
     side.server.start()
     side.monitor = Monitor(side.server.pid, side.database)

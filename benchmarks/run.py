@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -122,6 +123,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="audit_compare",
         action="store_false",
         help="skip re-running the read phases with the audit trail off and on",
+    )
+    p.add_argument(
+        "--serve-args",
+        default="",
+        help="more `orders-service serve` arguments for this checkout's server, e.g. "
+        "'--server granian' (A/B: the baseline's server gets none)",
     )
     p.add_argument(
         "--baseline",
@@ -492,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             threads=args.threads,
             port=port,
+            serve_args=shlex.split(args.serve_args),
         )
         server.start()
         print(f"server up on 127.0.0.1:{port}: master {server.pid}, workers {server.worker_pids()}")

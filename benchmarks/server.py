@@ -50,8 +50,9 @@ def run_cli(
 
 
 def serve_flags(script: list[str], env: dict[str, str], cwd: Path = ROOT) -> list[str]:
-    """Flags this build's `serve` needs for the benchmark: `--dev` where `serve` refuses
-    development mode (development tokens) without it, nothing on builds from before that."""
+    """Flags this build's `serve` needs for the benchmark: `--dev` (development tokens on
+    loopback: the benchmark mints its own) where `serve` refuses development mode without
+    it; nothing on builds from before that flag (an A/B baseline)."""
     return ["--dev"] if "--dev" in run_cli(["serve", "--help"], env, script=script, cwd=cwd) else []
 
 
@@ -67,10 +68,12 @@ class Server:
         script: list[str] | None = None,
         cwd: Path = ROOT,
         extra: list[str] | None = None,
+        serve_args: list[str] | None = None,
     ) -> None:
         self.script = script or _console_script()
         self.cwd = cwd
         self.extra = extra if extra is not None else serve_flags(self.script, env, cwd)
+        self.extra += serve_args or []
         self.env = env
         self.log_path = log_path
         self.workers = workers
@@ -95,7 +98,6 @@ class Server:
             str(self.workers),
             "--threads",
             str(self.threads),
-            "--dev",  # development tokens on loopback: the benchmark mints its own
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(

@@ -53,6 +53,7 @@ from app.store.statements import (
     OF_PATIENT,
     RAW_ROW,
     READ,
+    READ_SQL,
     REF,
     STR,
     TABLE_OF_TYPE,
@@ -67,11 +68,18 @@ class Repository(NumberedPages, ConditionalKeys):
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
-        stmt = READ[(self.patient_scope is not None, for_update)]
-        row = self._execute(stmt, self._binds(resource_type, rid)).first()
-        if row is None:
-            return None
-        found = self._row(row)
+        key = (self.patient_scope is not None, for_update)
+        binds = self._binds(resource_type, rid)
+        if self._postgresql:
+            rows = self._driver_rows(READ_SQL[key], binds)
+            if not rows:
+                return None
+            found = self._tuple_row(rows[0])
+        else:
+            row = self._execute(READ[key], binds).first()
+            if row is None:
+                return None
+            found = self._row(row)
         self._seen[(resource_type, rid)] = (found, None)
         return found
 

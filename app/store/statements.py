@@ -26,6 +26,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.store.pg_flush import FlushStatement
@@ -154,6 +155,9 @@ def _delete_index(table: Table) -> Delete:
 
 
 READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock in (False, True)}
+#: The same statements as PostgreSQL text with psycopg's `%(name)s` parameters, for the
+#: driver-level path (`StoreConnection._driver_rows`): a GET by id is one of these.
+READ_SQL = {key: str(stmt.compile(dialect=PGDialect_psycopg())) for key, stmt in READ.items()}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
 FETCH_MANY = {s: _fetch_many(scoped=s) for s in (False, True)}

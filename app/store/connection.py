@@ -25,6 +25,7 @@ from app.store.statements import (
     PG_FLUSH,
     WRITE_ORDER,
     R,
+    fetch_many_sql,
 )
 
 
@@ -170,12 +171,16 @@ class StoreConnection:
         wanted = sorted(set(refs))
         if not wanted:
             return []
-        binds = {"b_tenant": self.tenant_id, "b_refs": wanted}
-        if self.patient_scope is not None:
-            binds["b_patient"] = self.patient_scope
-        out = [
-            self._row(r) for r in self._execute(FETCH_MANY[self.patient_scope is not None], binds)
-        ]
+        scoped = self.patient_scope is not None
+        binds: dict[str, Any] = {"b_tenant": self.tenant_id, "b_patient": self.patient_scope}
+        if self._postgresql:  # on the driver, as `Repository.read` (see `_driver_rows`)
+            for n, (rtype, rid) in enumerate(wanted):
+                binds[f"b_t{n}"], binds[f"b_i{n}"] = rtype, rid
+            rows = self._driver_rows(fetch_many_sql(len(wanted), scoped), binds)
+            out = [self._tuple_row(r) for r in rows]
+        else:
+            binds["b_refs"] = wanted
+            out = [self._row(r) for r in self._execute(FETCH_MANY[scoped], binds)]
         for found in out:
             self._seen[(found.resource_type, found.id)] = (found, None)
         return out

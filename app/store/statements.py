@@ -8,6 +8,7 @@ one is bound), so the classes that execute them cannot forget either.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -159,6 +160,19 @@ READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock i
 #: driver-level path (`StoreConnection._driver_rows`): a GET by id is one of these.
 READ_SQL = {key: str(stmt.compile(dialect=PGDialect_psycopg())) for key, stmt in READ.items()}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
+
+
+@functools.lru_cache(maxsize=64)
+def fetch_many_sql(pairs: int, scoped: bool) -> str:
+    """`FETCH_MANY` as PostgreSQL text for `pairs` (type, id) pairs, psycopg parameters
+    `b_t0, b_i0, …` (the same `(res_type, id) IN ((…), …)` list SQLAlchemy expands to)."""
+    listed = ", ".join(f"(%(b_t{n})s::VARCHAR, %(b_i{n})s::VARCHAR)" for n in range(pairs))
+    sql = READ_SQL[(False, False)].split("WHERE", 1)[0]
+    sql += "WHERE resources.tenant_id = %(b_tenant)s::VARCHAR"
+    sql += f" AND (resources.res_type, resources.id) IN ({listed})"
+    return sql + (" AND resources.patient_id = %(b_patient)s::VARCHAR" if scoped else "")
+
+
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
 FETCH_MANY = {s: _fetch_many(scoped=s) for s in (False, True)}
 OF_PATIENT = {

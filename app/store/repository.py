@@ -60,6 +60,7 @@ from app.store.statements import (
     TOK,
     R,
     V,
+    driver_statement,
 )
 
 
@@ -218,6 +219,8 @@ class Repository(NumberedPages, ConditionalKeys):
             binds["b_pairs"] = [(system, code) for system, code in pairs if system]
             binds["b_bare"] = [code for system, code in pairs if not system]
         stmt = OF_PATIENT[(self.patient_scope is not None, statuses is not None, codes is not None)]
+        if self._postgresql:  # on the driver (see `_driver_rows`)
+            return [self._tuple_row(r) for r in self._driver_rows(*driver_statement(stmt, binds))]
         return [self._row(r) for r in self._execute(stmt, binds)]
 
     def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:

@@ -182,6 +182,48 @@ OF_PATIENT = {
     for c in (False, True)
 }
 DELETE_INDEX = {t: _delete_index(t) for t in INDEX_TABLES}
+
+
+def driver_statement(stmt: Any, binds: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A prebuilt statement with expanding parameters (`IN` lists) as PostgreSQL text for the
+    psycopg path, and the parameters for it: `binds` with each list spread into the names
+    SQLAlchemy gives its items (`b_x_1, b_x_2, …`; tuples `b_x_1_1, b_x_1_2, …`). The text
+    is compiled once per statement and list lengths (`_expanded`)."""
+    lists = tuple(
+        (k, len(v), len(v[0]) if v and isinstance(v[0], tuple) else 0)
+        for k, v in sorted(binds.items())
+        if isinstance(v, list)
+    )
+    sql, fixed = _expanded(stmt, lists)
+    params = {k: v for k, v in binds.items() if not isinstance(v, list)}
+    params.update(fixed)
+    for key, _n, width in lists:
+        for i, item in enumerate(binds[key], 1):
+            if width:
+                params.update({f"{key}_{i}_{j}": part for j, part in enumerate(item, 1)})
+            else:
+                params[f"{key}_{i}"] = item
+    return sql, params
+
+
+@functools.lru_cache(maxsize=512)
+def _expanded(stmt: Any, lists: tuple[tuple[str, int, int], ...]) -> tuple[str, dict[str, Any]]:
+    dummy: dict[str, Any] = {b: "" for b in stmt.compile().binds if b.startswith("b_")}
+    for key, n, width in lists:
+        dummy[key] = [tuple([""] * width) if width else ""] * n
+    compiled = stmt.params(**dummy).compile(
+        dialect=PGDialect_psycopg(), compile_kwargs={"render_postcompile": True}
+    )
+    # Literal values the statement carries (e.g. `param = 'code'`), under their own names.
+    sql = str(compiled)
+    fixed = {
+        name: bind.value
+        for name, bind in compiled.binds.items()
+        if not name.startswith("b_") and f"%({name})s" in sql and not bind.expanding
+    }
+    return sql, fixed
+
+
 INSERT = {t: insert(t) for t in WRITE_ORDER}
 PG_FLUSH = FlushStatement(WRITE_ORDER)
 CLAIM_KEY = {

@@ -25,6 +25,7 @@ from app.store.statements import (
     PG_FLUSH,
     WRITE_ORDER,
     R,
+    driver_statement,
     fetch_many_sql,
 )
 
@@ -96,6 +97,16 @@ class StoreConnection:
                 connection_invalidated=lost,
                 dialect=dialect,
             ) from exc
+
+    def _fetch(
+        self, stmt: Any, binds: dict[str, Any], sql: str | None = None
+    ) -> list[StoredResource]:
+        """`RAW_ROW` rows of a prebuilt statement: on PostgreSQL on the driver (`sql`, its
+        precompiled text, or `statements.driver_statement`), elsewhere through SQLAlchemy."""
+        if not self._postgresql:
+            return [self._row(r) for r in self._execute(stmt, binds)]
+        query, params = (sql, binds) if sql is not None else driver_statement(stmt, binds)
+        return [self._tuple_row(r) for r in self._driver_rows(query, params)]
 
     def flush(self) -> None:
         """Write the deferred inserts: on PostgreSQL one statement for every table

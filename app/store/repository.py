@@ -60,7 +60,6 @@ from app.store.statements import (
     TOK,
     R,
     V,
-    driver_statement,
 )
 
 
@@ -70,17 +69,10 @@ class Repository(NumberedPages, ConditionalKeys):
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
         key = (self.patient_scope is not None, for_update)
-        binds = self._binds(resource_type, rid)
-        if self._postgresql:
-            rows = self._driver_rows(READ_SQL[key], binds)
-            if not rows:
-                return None
-            found = self._tuple_row(rows[0])
-        else:
-            row = self._execute(READ[key], binds).first()
-            if row is None:
-                return None
-            found = self._row(row)
+        rows = self._fetch(READ[key], self._binds(resource_type, rid), READ_SQL[key])
+        if not rows:
+            return None
+        found = rows[0]
         self._seen[(resource_type, rid)] = (found, None)
         return found
 
@@ -219,9 +211,7 @@ class Repository(NumberedPages, ConditionalKeys):
             binds["b_pairs"] = [(system, code) for system, code in pairs if system]
             binds["b_bare"] = [code for system, code in pairs if not system]
         stmt = OF_PATIENT[(self.patient_scope is not None, statuses is not None, codes is not None)]
-        if self._postgresql:  # on the driver (see `_driver_rows`)
-            return [self._tuple_row(r) for r in self._driver_rows(*driver_statement(stmt, binds))]
-        return [self._row(r) for r in self._execute(stmt, binds)]
+        return self._fetch(stmt, binds)
 
     def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When version 1 of each resource was written."""

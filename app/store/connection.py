@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from app.store.records import StoredResource
 from app.store.search.extract import IndexValues
 from app.store.statements import (
+    DRIVER_SQL,
     FETCH_MANY,
     INSERT,
     PG_FLUSH,
@@ -98,13 +99,13 @@ class StoreConnection:
                 dialect=dialect,
             ) from exc
 
-    def _fetch(
-        self, stmt: Any, binds: dict[str, Any], sql: str | None = None
-    ) -> list[StoredResource]:
-        """`RAW_ROW` rows of a prebuilt statement: on PostgreSQL on the driver (`sql`, its
-        precompiled text, or `statements.driver_statement`), elsewhere through SQLAlchemy."""
+    def _fetch(self, stmt: Any, binds: dict[str, Any]) -> list[StoredResource]:
+        """`RAW_ROW` rows of a prebuilt statement: on PostgreSQL on the driver (its
+        precompiled text, `DRIVER_SQL`, or `statements.driver_statement`), elsewhere through
+        SQLAlchemy."""
         if not self._postgresql:
             return [self._row(r) for r in self._execute(stmt, binds)]
+        sql = DRIVER_SQL.get(stmt)
         query, params = (sql, binds) if sql is not None else driver_statement(stmt, binds)
         return [self._tuple_row(r) for r in self._driver_rows(query, params)]
 

@@ -53,7 +53,6 @@ from app.store.statements import (
     OF_PATIENT,
     RAW_ROW,
     READ,
-    READ_SQL,
     REF,
     STR,
     TABLE_OF_TYPE,
@@ -69,7 +68,7 @@ class Repository(NumberedPages, ConditionalKeys):
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
         key = (self.patient_scope is not None, for_update)
-        rows = self._fetch(READ[key], self._binds(resource_type, rid), READ_SQL[key])
+        rows = self._fetch(READ[key], self._binds(resource_type, rid))
         if not rows:
             return None
         found = rows[0]

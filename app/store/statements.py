@@ -159,6 +159,8 @@ READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock i
 #: The same statements as PostgreSQL text with psycopg's `%(name)s` parameters, for the
 #: driver-level path (`StoreConnection._driver_rows`): a GET by id is one of these.
 READ_SQL = {key: str(stmt.compile(dialect=PGDialect_psycopg())) for key, stmt in READ.items()}
+#: Prebuilt statements with their precompiled PostgreSQL text (`StoreConnection._fetch`).
+DRIVER_SQL: dict[Any, str] = {READ[key]: sql for key, sql in READ_SQL.items()}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
 
 

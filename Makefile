@@ -26,7 +26,7 @@ mutate: venv ## Mutation testing of the safety modules, table + survivors; fails
 lint: ## ruff check, ruff format --check, mypy on app/ and the import-layer contracts
 	@bash scripts/checks.sh
 
-bench: venv services ## Benchmark gunicorn+PostgreSQL+Redis, print the table (ARGS="--scale 1000000")
+bench: venv services ## Benchmark the production stack; A/B against a commit: ARGS="--baseline REF"
 	@.venv/bin/python -c 'import psutil' 2>/dev/null || \
 		.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -e '.[test,bench]'
 	.venv/bin/python -m benchmarks.run $(ARGS)

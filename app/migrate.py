@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from app.store.statistics import analyze
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -19,10 +21,15 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade, then ANALYZE the store's tables on PostgreSQL: a migration may build indexes
+    on a populated database whose statistics nothing else collects (autovacuum off; see
+    app/store/statistics.py). On an empty database it costs nothing."""
     cfg = alembic_config(engine)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        if connection.dialect.name == "postgresql" and revision == "head":
+            analyze(connection)
 
 
 def autogenerate(engine: Engine, message: str) -> None:

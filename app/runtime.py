@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app
@@ -16,6 +16,7 @@ from app.cds.knowledge_base import load_knowledge
 from app.db import Database, make_engine
 from app.services.audit_trail import AuditTrail
 from app.settings import Settings
+from app.store.statistics import StatisticsKeeper
 from app.terminology import BUDGET_SECONDS, COOLDOWN_SECONDS, TIMEOUT_SECONDS, RxNavClient
 
 
@@ -29,6 +30,7 @@ class Runtime:
     cds: CdsEngine
     #: The read-event buffer of the access audit trail; None when the trail is off.
     audit: AuditTrail | None
+    keeper: StatisticsKeeper | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -53,9 +55,18 @@ class Runtime:
             ),
         )
 
+    def keep_statistics(self) -> None:
+        """Serving processes analyze the store's tables while the database does not
+        (autovacuum off): app/store/statistics.py."""
+        if self.keeper is None:
+            self.keeper = StatisticsKeeper(self.engine)
+            self.keeper.start()
+
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.engine.dispose()
         self.cache.close()
 

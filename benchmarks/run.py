@@ -28,46 +28,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 from benchmarks import audit_cost
 from benchmarks import events as events_phase
 from benchmarks import seed as seeding
-from benchmarks.load import HttpClient, Monitor, Operation, PhaseResult, expect, run_phase
+from benchmarks.load import Monitor, PhaseResult, run_phase
+from benchmarks.phases import (
+    FHIR,
+    HTTP_PHASES,
+    TENANT,
+    WRITE_PHASES,
+    Bench,
+    InProcessSeeder,
+    vacuum_analyze,
+)
 from benchmarks.raw_pg import MAX_CONNECTIONS, RawPostgres
 from benchmarks.roundtrips import Counter_, Counts
 from benchmarks.server import Server, free_port, run_cli
 
-TENANT = "bench"
-FHIR = "/fhir/R4"
-ALL_PHASES = [
-    "raw-insert",
-    "raw-select",
-    "get",
-    "search",
-    "legacy-list",
-    "post",
-    "put",
-    "activate",
-    "legacy-create",
-    "events",
-]
+#: The HTTP phases (benchmarks/phases.py), then `events` (benchmarks/events.py: the outbox's
+#: cost and delivery lag; not part of an A/B run).
+ALL_PHASES = ["raw-insert", "raw-select", *HTTP_PHASES, "events"]
 #: Run again after the server phases (not selectable): this machine kind's speed drifts
 #: within a run, so ratios use the mean of the insert rate measured before and after.
 RAW_INSERT_END = "raw-insert-end"
@@ -93,9 +89,7 @@ RATIO_TARGETS = [
     ("search", "patient search", 0.11),
     ("get", "GET by id", 0.35),
 ]
-WRITE_PHASES = ["post", "put", "activate", "legacy-create"]
 WRITE_P99_MS = 50.0
-PUT_DRAFTS_PER_CLIENT = 40
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,6 +124,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip re-running the read phases with the audit trail off and on",
     )
+    p.add_argument(
+        "--serve-args",
+        default="",
+        help="more `orders-service serve` arguments for this checkout's server, e.g. "
+        "'--server granian' (A/B: the baseline's server gets none)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=None,
+        help="A/B: run every phase against this checkout and the server built at REF, "
+        "alternately (benchmarks/ab.py); the baseline's database is --database + _base",
+    )
     args = p.parse_args(argv)
     phases = [] if args.phases.strip() in ("", "none") else args.phases.split(",")
     unknown = [x for x in phases if x not in ALL_PHASES]
@@ -157,11 +164,6 @@ def flush_redis(url: str) -> None:
         client.flushdb()
     finally:
         client.close()
-
-
-def vacuum_analyze(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
 
 
 def explain_search(engine: Any, data: seeding.Dataset) -> str:
@@ -197,211 +199,6 @@ def explain_search(engine: Any, data: seeding.Dataset) -> str:
     finally:
         raw.close()
     return "\n".join(out)
-
-
-# ---------------------------------------------------------------------- phases
-class Bench:
-    def __init__(
-        self, args: argparse.Namespace, port: int, token: str, data: seeding.Dataset, dsn: str
-    ):
-        self.args = args
-        self.dsn = dsn
-        self.port = port
-        self.data = data
-        self.rng = random.Random(args.seed + 1)
-        auth = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
-        self.fhir_headers = {
-            **auth,
-            "Accept": "application/fhir+json",
-            "Content-Type": "application/fhir+json",
-        }
-        self.json_headers = {
-            **auth,
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        self.put_pool: list[list[seeding.Draft]] = []
-        self.activate_pool: list[seeding.Draft] = []
-        self.cds_pool: list[tuple[str, str]] = []
-        self.results: dict[str, PhaseResult] = {}
-        self.pool_notes: dict[str, str] = {}
-        #: Set while counting round trips: operations then go to an in-process app.
-        self.client_override: Callable[[], Any] | None = None
-
-    def client(self) -> Any:
-        if self.client_override is not None:
-            return self.client_override()
-        return HttpClient("127.0.0.1", self.port)
-
-    def pool_size(self, factor: float = 2.0) -> int:
-        """Enough single-use items for the next write phase: `factor` x the fastest write
-        rate seen (or 300 req/s before any), over warm-up and window, plus slack."""
-        rates = [self.results[p].rps for p in WRITE_PHASES if p in self.results]
-        rate = factor * max(rates) if rates else 300.0
-        span = self.args.warmup + self.args.duration
-        return int(rate * span) + 20 * self.args.clients
-
-    # -- the HTTP phases ------------------------------------------------------------
-    def get(self, i: int) -> Operation:
-        http, rng, ids = self.client(), random.Random(i), self.data.service_requests
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
-
-        def op() -> tuple[bool, str, str | None]:
-            rid = ids[rng.randrange(len(ids))]
-            status, _h, data = http.request("GET", f"{FHIR}/ServiceRequest/{rid}", None, headers)
-            return expect(status, 200, data)
-
-        return op
-
-    def search(self, i: int) -> Operation:
-        http = self.client()
-        path = f"{FHIR}/ServiceRequest?patient={self.data.hot_patient}&status=active&_count=20"
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
-
-        def op() -> tuple[bool, str, str | None]:
-            status, _h, data = http.request("GET", path, None, headers)
-            return expect(status, 200, data)
-
-        return op
-
-    def legacy_list(self, i: int) -> Operation:
-        from app.domain.ids import to_legacy
-
-        http = self.client()
-        path = f"/api/v1/orders?patientId={to_legacy(self.data.hot_patient)}"
-        headers = {k: v for k, v in self.json_headers.items() if k != "Content-Type"}
-
-        def op() -> tuple[bool, str, str | None]:
-            status, _h, data = http.request("GET", path, None, headers)
-            return expect(status, 200, data)
-
-        return op
-
-    def post(self, i: int) -> Operation:
-        http, rng = self.client(), random.Random(100 + i)
-        patients, encounters = self.data.patients, self.data.encounters
-        counter = itertools.count()
-
-        def op() -> tuple[bool, str, str | None]:
-            n = next(counter)
-            pid = patients[rng.randrange(len(patients))]
-            body = seeding.service_request(
-                pid,
-                encounters[pid],
-                "draft",
-                seeding.unique_lab(n, f"POST{i}"),
-                n,
-                system=seeding.BENCH_LAB,
-            )
-            status, _h, data = http.request(
-                "POST", f"{FHIR}/ServiceRequest", orjson.dumps(body), self.fhir_headers
-            )
-            return expect(status, 201, data)
-
-        return op
-
-    def put(self, i: int) -> Operation:
-        http = self.client()
-        mine = self.put_pool[i]
-        counter = itertools.count()
-
-        def op() -> tuple[bool, str, str | None]:
-            n = next(counter)
-            draft = mine[n % len(mine)]
-            body = {
-                **draft.content,
-                "id": draft.id,
-                "note": [{"text": f"Edited by benchmark client {i}, edit {n}"}],
-            }
-            headers = {**self.fhir_headers, "If-Match": f'W/"{draft.version}"'}
-            status, resp_headers, data = http.request(
-                "PUT", f"{FHIR}/ServiceRequest/{draft.id}", orjson.dumps(body), headers
-            )
-            if status == 200:
-                draft.version = int(resp_headers["ETag"].removeprefix("W/").strip('"'))
-            elif status in (409, 412):  # resynchronise our version, count the error
-                s2, h2, _d = http.request(
-                    "GET", f"{FHIR}/ServiceRequest/{draft.id}", None, self.fhir_headers
-                )
-                if s2 == 200:
-                    draft.version = int(h2["ETag"].removeprefix("W/").strip('"'))
-            return expect(status, 200, data)
-
-        return op
-
-    def activate(self, i: int) -> Operation:
-        http = self.client()
-        pool = self.activate_pool
-        counter = self._shared_counter
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
-
-        def op() -> tuple[bool, str, str | None]:
-            n = next(counter)
-            if n >= len(pool):
-                raise StopIteration
-            draft = pool[n]
-            status, _h, data = http.request(
-                "POST",
-                f"{FHIR}/ServiceRequest/{draft.id}/$activate",
-                None,
-                {**headers, "If-Match": 'W/"1"'},
-            )
-            return expect(status, 200, data)
-
-        return op
-
-    def legacy_create(self, i: int) -> Operation:
-        http = self.client()
-        pool = self.cds_pool
-        counter = self._shared_counter
-
-        def op() -> tuple[bool, str, str | None]:
-            n = next(counter)
-            pid, eid = pool[n % len(pool)]  # wraps only if the pool ran out (noted)
-            body = seeding.legacy_medication(pid, eid, f"bench-{uuid.uuid4().hex}")
-            status, _h, data = http.request(
-                "POST", "/api/v1/orders", orjson.dumps(body), self.json_headers
-            )
-            return expect(status, 201, data)
-
-        return op
-
-    # -- pools ------------------------------------------------------------------------
-    def prepare(self, phase: str, engine: Any) -> None:
-        self._shared_counter = itertools.count()
-        started = time.perf_counter()
-        if phase == "put":
-            n = self.args.clients * PUT_DRAFTS_PER_CLIENT
-            made = seeding.drafts(engine, self.data, n, "PUT", self.rng)
-            self.put_pool = [
-                made[k * PUT_DRAFTS_PER_CLIENT : (k + 1) * PUT_DRAFTS_PER_CLIENT]
-                for k in range(self.args.clients)
-            ]
-            what = f"{n} drafts ({PUT_DRAFTS_PER_CLIENT} per client)"
-        elif phase == "activate":
-            n = self.pool_size()
-            self.activate_pool = seeding.drafts(engine, self.data, n, "ACT", self.rng)
-            what = f"{n} fresh draft lab orders"
-        elif phase == "legacy-create":
-            n = self.pool_size(1.3)  # if it runs out it wraps (duplicate-order alerts then)
-            self.cds_pool = seeding.cds_patients(engine, TENANT, n)
-            what = f"{n} patients with an allergy and 3 active medications"
-        else:
-            return
-        vacuum_analyze(self.dsn)  # fresh statistics, as a live database would have
-        self.pool_notes[phase] = what
-        print(f"  pool for {phase}: {what}, seeded in {time.perf_counter() - started:.1f}s")
-
-    def factory(self, phase: str) -> Callable[[int], Operation]:
-        return {
-            "get": self.get,
-            "search": self.search,
-            "legacy-list": self.legacy_list,
-            "post": self.post,
-            "put": self.put,
-            "activate": self.activate,
-            "legacy-create": self.legacy_create,
-        }[phase]
 
 
 # ---------------------------------------------------------------------- profiling
@@ -617,6 +414,10 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.baseline:
+        from benchmarks import ab
+
+        return ab.run(args)
     # SIGINT explicitly too: a shell starting us in the background leaves it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
@@ -698,12 +499,20 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             threads=args.threads,
             port=port,
+            serve_args=shlex.split(args.serve_args),
         )
         server.start()
         print(f"server up on 127.0.0.1:{port}: master {server.pid}, workers {server.worker_pids()}")
         monitor = Monitor(server.pid, args.database)
         rss_trace.append(("start", max(monitor.worker_rss(), default=0) / 2**20))
-        bench = Bench(args, port, token, data, dsn)
+        bench = Bench(
+            args,
+            port,
+            token,
+            data,
+            dsn,
+            InProcessSeeder(engine, data, random.Random(args.seed + 1)),
+        )
         counter = Counter_(settings)
         profiler = Profiler(args.profile, server, args.duration) if args.profile else None
         for phase in args.phase_list:
@@ -752,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 raw.close()
             else:
-                bench.prepare(phase, engine)
+                bench.prepare(phase)
                 result = run_phase(
                     phase,
                     args.clients,

@@ -22,7 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from app.domain.ids import new_id, to_legacy
-from app.store import Repository
+
+try:
+    from app.store import Repository
+except ImportError:  # an A/B baseline from before app/store was split out (e.g. 9e84d25)
+    from app.fhir.repository import Repository  # type: ignore[no-redef]
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -102,6 +106,15 @@ class BulkLoader:
             self._conn, self._repo = None, None
         self.written += self._pending
         self._pending = 0
+
+    def finish(self) -> None:
+        """Write what is left, then ANALYZE: a freshly loaded PostgreSQL database has no
+        planner statistics until something collects them, and autovacuum may be off
+        (app/store/statistics.py has what that costs)."""
+        self.flush()
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
 
 
 # ---------------------------------------------------------------------- resources
@@ -216,6 +229,7 @@ class Dataset:
     service_requests: list[str]  # every seeded ServiceRequest id (GET by id draws from these)
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    hot_patient_legacy: str = ""  # the hot patient's legacy id (`/api/v1/orders?patientId=`)
     _serial: int = 0
 
     def serial(self) -> int:
@@ -247,8 +261,9 @@ def seed(
             pid, status = rng.choice(pids), rng.choice(OTHER_STATUSES)
         body = service_request(pid, encounters[pid], status, rng.choice(LAB_CODES), n)
         srs.append(loader.add("ServiceRequest", body))
-    loader.flush()
+    loader.finish()
     data = Dataset(tenant, hot_pid, hot_eid, pids, encounters, srs)
+    data.hot_patient_legacy = to_legacy(hot_pid)
     data.seconds = time.perf_counter() - started
     data.counts = {
         "Patient": patients + 1,
@@ -279,7 +294,7 @@ def drafts(engine: Engine, data: Dataset, n: int, prefix: str, rng: random.Rando
             pid, data.encounters[pid], "draft", unique_lab(k, prefix), 10**8 + k, system=BENCH_LAB
         )
         out.append(Draft(loader.add("ServiceRequest", body), body))
-    loader.flush()
+    loader.finish()
     return out
 
 
@@ -295,7 +310,7 @@ def cds_patients(engine: Engine, tenant: str, n: int) -> list[tuple[str, str]]:
         for code, display, text in ACTIVE_MEDS:
             loader.add("MedicationRequest", active_medication(pid, eid, code, display, text))
         out.append((to_legacy(pid), to_legacy(eid)))
-    loader.flush()
+    loader.finish()
     return out
 
 

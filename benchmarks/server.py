@@ -36,19 +36,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> None:
-    """Run an `orders-service` command (e.g. migrate) to completion; fail loudly."""
+def run_cli(
+    args: list[str], env: dict[str, str], *, script: list[str] | None = None, cwd: Path = ROOT
+) -> str:
+    """Run an `orders-service` command (e.g. migrate) to completion; fail loudly. `script`
+    and `cwd` name another build's CLI (the A/B baseline); its output is returned."""
     proc = subprocess.run(
-        [*_console_script(), *args], env=env, cwd=ROOT, capture_output=True, text=True
+        [*(script or _console_script()), *args], env=env, cwd=cwd, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise RuntimeError(f"orders-service {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def serve_flags(script: list[str], env: dict[str, str], cwd: Path = ROOT) -> list[str]:
+    """Flags this build's `serve` needs for the benchmark: `--dev` (development tokens on
+    loopback: the benchmark mints its own) where `serve` refuses development mode without
+    it; nothing on builds from before that flag (an A/B baseline)."""
+    return ["--dev"] if "--dev" in run_cli(["serve", "--help"], env, script=script, cwd=cwd) else []
 
 
 class Server:
     def __init__(
-        self, env: dict[str, str], log_path: Path, *, workers: int, threads: int, port: int
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        workers: int,
+        threads: int,
+        port: int,
+        script: list[str] | None = None,
+        cwd: Path = ROOT,
+        extra: list[str] | None = None,
+        serve_args: list[str] | None = None,
     ) -> None:
+        self.script = script or _console_script()
+        self.cwd = cwd
+        self.extra = extra if extra is not None else serve_flags(self.script, env, cwd)
+        self.extra += serve_args or []
         self.env = env
         self.log_path = log_path
         self.workers = workers
@@ -62,8 +87,9 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> None:
         cmd = [
-            *_console_script(),
+            *self.script,
             "serve",
+            *self.extra,
             "--host",
             "127.0.0.1",
             "--port",
@@ -72,13 +98,12 @@ class Server:
             str(self.workers),
             "--threads",
             str(self.threads),
-            "--dev",  # development tokens on loopback: the benchmark mints its own
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
             cmd,
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

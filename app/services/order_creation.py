@@ -104,8 +104,13 @@ class OrderCreation:
         rid: str | None = None,
         reason: str | None = None,
         mutation: MutationKey | None = None,
+        validated: bool = False,
     ) -> OrderResult:
         """Validate, check patient and encounter, run order-select CDS, then store.
+
+        `validated`: the caller already validated `body` (a PUT that creates), or built it
+        from input it validated (the legacy face maps a schema-checked payload): client input
+        is validated once, what the server built is not validated again (issue 13).
 
         A hard-stop stores nothing (422 CDS_HARD_STOP with the alerts in details); other
         alerts are stored as DetectedIssues linked to the draft. With a client mutation key,
@@ -113,7 +118,7 @@ class OrderCreation:
         returns that order (`replayed`), by another payload is 409 DUPLICATE_MUTATION.
         """
         access.require(self.principal, access.write_action(resource_type))
-        order = validate_resource(resource_type, body)
+        order = body if validated else validate_resource(resource_type, body)
         if order.get("status") != "draft":
             msg = "Orders are created as draft; activate them with $activate"
             raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.status")])

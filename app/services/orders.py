@@ -269,7 +269,7 @@ class OrderService(OrderCreation):
         if current is None:
             if if_match is not None:
                 raise VersionConflict(f"{resource_type}/{rid} does not exist at any version")
-            return self.create(resource_type, doc, rid=rid, reason=reason), True
+            return self.create(resource_type, doc, rid=rid, reason=reason, validated=True), True
         state = state_of(current.content["status"])
         new_status = doc.get("status")
         if new_status != current.content["status"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import (
@@ -14,15 +15,19 @@ from sqlalchemy import (
     Connection,
     Table,
 )
+from sqlalchemy.exc import DBAPIError
 
 from app.store.records import StoredResource
 from app.store.search.extract import IndexValues
 from app.store.statements import (
+    DRIVER_SQL,
     FETCH_MANY,
     INSERT,
     PG_FLUSH,
     WRITE_ORDER,
     R,
+    driver_statement,
+    fetch_many_sql,
 )
 
 
@@ -55,6 +60,54 @@ class StoreConnection:
         if self._pending:
             self.flush()
         return self.conn.execute(statement, params)
+
+    def _driver_rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a prebuilt PostgreSQL statement (`statements.READ_SQL`) run on the psycopg
+        connection itself, prepared on the server: SQLAlchemy's execution around one
+        statement (parameter processing, result set-up) cost more than the statement
+        (docs/performance.md, issue 13). What SQLAlchemy adds that callers rely on is kept:
+        pending inserts are written first, `before_cursor_execute` listeners see the
+        statement, and driver errors arrive as SQLAlchemy's (a lost connection invalidated,
+        so the unit of work answers 503 and the pool replaces it)."""
+        if self._pending:
+            self.flush()
+        conn = self.conn
+        if conn.dispatch.before_cursor_execute:
+            conn.dispatch.before_cursor_execute(conn, None, sql, params, None, False)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        try:
+            with driver.cursor() as cur:
+                cur.execute(sql, params, prepare=True)
+                return cur.fetchall()
+        except Exception as exc:
+            dialect = conn.dialect
+            if not isinstance(exc, dialect.loaded_dbapi.Error):
+                raise
+            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+            if lost and not conn.invalidated:
+                # As SQLAlchemy's own handler does: a lost connection means the server went
+                # away, so every pooled connection is suspect (the pool replaces them all).
+                conn.engine.pool._invalidate(conn.connection, exc)
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                sql,
+                params,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+
+    def _fetch(self, stmt: Any, binds: dict[str, Any]) -> list[StoredResource]:
+        """`RAW_ROW` rows of a prebuilt statement: on PostgreSQL on the driver (its
+        precompiled text, `DRIVER_SQL`, or `statements.driver_statement`), elsewhere through
+        SQLAlchemy."""
+        if not self._postgresql:
+            return [self._row(r) for r in self._execute(stmt, binds)]
+        sql = DRIVER_SQL.get(stmt)
+        query, params = (sql, binds) if sql is not None else driver_statement(stmt, binds)
+        return [self._tuple_row(r) for r in self._driver_rows(query, params)]
 
     def flush(self) -> None:
         """Write the deferred inserts: on PostgreSQL one statement for every table
@@ -89,6 +142,24 @@ class StoreConnection:
             where.append(R.c.patient_id == self.patient_scope)
         return where
 
+    def _tuple_row(self, row: tuple[Any, ...]) -> StoredResource:
+        """A `RAW_ROW` row as the driver returns it (a tuple in that column order); times
+        in UTC as `tables.UTCDateTime` gives them (the driver uses the session's zone).
+        Noted as accessed, like `_row`."""
+        res_type, rid, version_id, last_updated, patient_id, sort_date, raw = row
+        found = StoredResource(
+            res_type,
+            rid,
+            version_id,
+            last_updated.astimezone(UTC),
+            None,
+            patient_id,
+            sort_date.astimezone(UTC) if sort_date is not None else None,
+            raw,
+        )
+        self.accessed.append(found)
+        return found
+
     def _row(self, row: Any) -> StoredResource:
         """A row of `RAW_ROW` columns (every read selects them): the document stays text
         until someone reads `.content`. Every resource read passes here, so it is noted as
@@ -112,12 +183,16 @@ class StoreConnection:
         wanted = sorted(set(refs))
         if not wanted:
             return []
-        binds = {"b_tenant": self.tenant_id, "b_refs": wanted}
-        if self.patient_scope is not None:
-            binds["b_patient"] = self.patient_scope
-        out = [
-            self._row(r) for r in self._execute(FETCH_MANY[self.patient_scope is not None], binds)
-        ]
+        scoped = self.patient_scope is not None
+        binds: dict[str, Any] = {"b_tenant": self.tenant_id, "b_patient": self.patient_scope}
+        if self._postgresql:  # on the driver, as `Repository.read` (see `_driver_rows`)
+            for n, (rtype, rid) in enumerate(wanted):
+                binds[f"b_t{n}"], binds[f"b_i{n}"] = rtype, rid
+            rows = self._driver_rows(fetch_many_sql(len(wanted), scoped), binds)
+            out = [self._tuple_row(r) for r in rows]
+        else:
+            binds["b_refs"] = wanted
+            out = [self._row(r) for r in self._execute(FETCH_MANY[scoped], binds)]
         for found in out:
             self._seen[(found.resource_type, found.id)] = (found, None)
         return out

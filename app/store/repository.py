@@ -67,11 +67,11 @@ class Repository(NumberedPages, ConditionalKeys):
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
-        stmt = READ[(self.patient_scope is not None, for_update)]
-        row = self._execute(stmt, self._binds(resource_type, rid)).first()
-        if row is None:
+        key = (self.patient_scope is not None, for_update)
+        rows = self._fetch(READ[key], self._binds(resource_type, rid))
+        if not rows:
             return None
-        found = self._row(row)
+        found = rows[0]
         self._seen[(resource_type, rid)] = (found, None)
         return found
 
@@ -210,7 +210,7 @@ class Repository(NumberedPages, ConditionalKeys):
             binds["b_pairs"] = [(system, code) for system, code in pairs if system]
             binds["b_bare"] = [code for system, code in pairs if not system]
         stmt = OF_PATIENT[(self.patient_scope is not None, statuses is not None, codes is not None)]
-        return [self._row(r) for r in self._execute(stmt, binds)]
+        return self._fetch(stmt, binds)
 
     def created_at(self, resource_type: str, ids: Iterable[str]) -> dict[str, datetime]:
         """When version 1 of each resource was written."""

@@ -8,6 +8,7 @@ one is bound), so the classes that execute them cannot forget either.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.store.pg_flush import FlushStatement
@@ -154,7 +156,25 @@ def _delete_index(table: Table) -> Delete:
 
 
 READ = {(s, lock): _by_id(scoped=s, lock=lock) for s in (False, True) for lock in (False, True)}
+#: The same statements as PostgreSQL text with psycopg's `%(name)s` parameters, for the
+#: driver-level path (`StoreConnection._driver_rows`): a GET by id is one of these.
+READ_SQL = {key: str(stmt.compile(dialect=PGDialect_psycopg())) for key, stmt in READ.items()}
+#: Prebuilt statements with their precompiled PostgreSQL text (`StoreConnection._fetch`).
+DRIVER_SQL: dict[Any, str] = {READ[key]: sql for key, sql in READ_SQL.items()}
 EXISTING = {s: _existing(scoped=s) for s in (False, True)}
+
+
+@functools.lru_cache(maxsize=64)
+def fetch_many_sql(pairs: int, scoped: bool) -> str:
+    """`FETCH_MANY` as PostgreSQL text for `pairs` (type, id) pairs, psycopg parameters
+    `b_t0, b_i0, …` (the same `(res_type, id) IN ((…), …)` list SQLAlchemy expands to)."""
+    listed = ", ".join(f"(%(b_t{n})s::VARCHAR, %(b_i{n})s::VARCHAR)" for n in range(pairs))
+    sql = READ_SQL[(False, False)].split("WHERE", 1)[0]
+    sql += "WHERE resources.tenant_id = %(b_tenant)s::VARCHAR"
+    sql += f" AND (resources.res_type, resources.id) IN ({listed})"
+    return sql + (" AND resources.patient_id = %(b_patient)s::VARCHAR" if scoped else "")
+
+
 COMPARE_AND_SET = {s: _compare_and_set(scoped=s) for s in (False, True)}
 FETCH_MANY = {s: _fetch_many(scoped=s) for s in (False, True)}
 OF_PATIENT = {
@@ -164,6 +184,48 @@ OF_PATIENT = {
     for c in (False, True)
 }
 DELETE_INDEX = {t: _delete_index(t) for t in INDEX_TABLES}
+
+
+def driver_statement(stmt: Any, binds: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A prebuilt statement with expanding parameters (`IN` lists) as PostgreSQL text for the
+    psycopg path, and the parameters for it: `binds` with each list spread into the names
+    SQLAlchemy gives its items (`b_x_1, b_x_2, …`; tuples `b_x_1_1, b_x_1_2, …`). The text
+    is compiled once per statement and list lengths (`_expanded`)."""
+    lists = tuple(
+        (k, len(v), len(v[0]) if v and isinstance(v[0], tuple) else 0)
+        for k, v in sorted(binds.items())
+        if isinstance(v, list)
+    )
+    sql, fixed = _expanded(stmt, lists)
+    params = {k: v for k, v in binds.items() if not isinstance(v, list)}
+    params.update(fixed)
+    for key, _n, width in lists:
+        for i, item in enumerate(binds[key], 1):
+            if width:
+                params.update({f"{key}_{i}_{j}": part for j, part in enumerate(item, 1)})
+            else:
+                params[f"{key}_{i}"] = item
+    return sql, params
+
+
+@functools.lru_cache(maxsize=512)
+def _expanded(stmt: Any, lists: tuple[tuple[str, int, int], ...]) -> tuple[str, dict[str, Any]]:
+    dummy: dict[str, Any] = {b: "" for b in stmt.compile().binds if b.startswith("b_")}
+    for key, n, width in lists:
+        dummy[key] = [tuple([""] * width) if width else ""] * n
+    compiled = stmt.params(**dummy).compile(
+        dialect=PGDialect_psycopg(), compile_kwargs={"render_postcompile": True}
+    )
+    # Literal values the statement carries (e.g. `param = 'code'`), under their own names.
+    sql = str(compiled)
+    fixed = {
+        name: bind.value
+        for name, bind in compiled.binds.items()
+        if not name.startswith("b_") and f"%({name})s" in sql and not bind.expanding
+    }
+    return sql, fixed
+
+
 INSERT = {t: insert(t) for t in WRITE_ORDER}
 PG_FLUSH = FlushStatement(WRITE_ORDER)
 CLAIM_KEY = {

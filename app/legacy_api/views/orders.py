@@ -51,8 +51,10 @@ def _create_one(who: Any, raw: Any, prefix: str = "") -> tuple[int, bytes, bool]
         with unit_of_work(who) as uow:
             resource = mapping.order_to_fhir(payload, now=utcnow())
             mutation = MutationKey(guard.db_key, guard.hash) if guard else None
+            # Built from the schema-checked payload: not validated again (the mapping's
+            # output is checked against the FHIR models in tests/unit/test_legacy_mapping.py).
             result = OrderService(uow, runtime.cds).create(
-                resource["resourceType"], resource, mutation=mutation
+                resource["resourceType"], resource, mutation=mutation, validated=True
             )
             out = orjson.dumps(mapping.created_response(result.order.content, result.alerts))
     except BaseException:

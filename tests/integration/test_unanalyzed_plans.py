@@ -242,8 +242,14 @@ def test_the_fresh_database_has_no_statistics_until_the_store_collects_them(
     engine: Engine, data: dict[str, Any]
 ) -> None:
     with engine.connect() as conn:
-        if autovacuum_analyzes(conn):
-            pytest.skip("autovacuum is on here: the server keeps its own statistics")
+        autovacuum = autovacuum_analyzes(conn)
+    if autovacuum:
+        # A server that keeps its own statistics: the keeper must stand aside (no ANALYZE
+        # rounds of ours competing with autovacuum). This machine kind runs with it off,
+        # which is the branch below.
+        assert StatisticsKeeper(engine).run_once() is None
+        return
+    with engine.connect() as conn:
         assert {"resources", "sp_reference", "resource_versions"} <= set(stale_tables(conn))
         assert (
             conn.exec_driver_sql(

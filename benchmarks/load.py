@@ -77,8 +77,11 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 class Monitor:
     """CPU time of the server tree, of PostgreSQL and of this process; workers' peak RSS."""
 
-    def __init__(self, server_pid: int | None, database: str) -> None:
-        self.server = psutil.Process(server_pid) if server_pid else None
+    def __init__(self, server_pid: int | list[int] | None, database: str) -> None:
+        # Several masters when the app tier is scaled out (`--servers N`): one tree each.
+        pids = server_pid if isinstance(server_pid, list) else [server_pid] if server_pid else []
+        self.masters = [psutil.Process(pid) for pid in pids]
+        self.server = self.masters[0] if self.masters else None
         self.database = database
         self.me = psutil.Process(os.getpid())
         self._stop = threading.Event()
@@ -88,18 +91,15 @@ class Monitor:
         self._start: dict[str, Any] = {}
 
     def workers(self) -> list[psutil.Process]:
-        if self.server is None:
-            return []
-        try:
-            return self.server.children(recursive=True)
-        except psutil.Error:
-            return []
+        out: list[psutil.Process] = []
+        for master in self.masters:
+            with contextlib.suppress(psutil.Error):
+                out.extend(master.children(recursive=True))
+        return out
 
     def _server_cpu(self) -> dict[int, float]:
-        if self.server is None:
-            return {}
         out: dict[int, float] = {}
-        for proc in [self.server, *self.workers()]:
+        for proc in [*self.masters, *self.workers()]:
             with contextlib.suppress(psutil.Error):
                 out[proc.pid] = _cpu_seconds(proc)
         return out

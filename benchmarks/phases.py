@@ -60,7 +60,7 @@ class Bench:
     def __init__(
         self,
         args: Any,
-        port: int,
+        port: int | list[int],
         token: str,
         data: seeding.Dataset,
         dsn: str,
@@ -68,7 +68,10 @@ class Bench:
     ):
         self.args = args
         self.dsn = dsn
-        self.port = port
+        #: Client i talks to ports[i % len(ports)]: with `--servers N` the load is spread
+        #: evenly over N servers that share PostgreSQL and Redis.
+        self.ports = port if isinstance(port, list) else [port]
+        self._next_client = itertools.count()
         self.data = data
         self.seeder = seeder
         auth = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
@@ -90,10 +93,18 @@ class Bench:
         #: Set while counting round trips: operations then go to an in-process app.
         self.client_override: Callable[[], Any] | None = None
 
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self.ports = [value]
+
     def client(self) -> Any:
         if self.client_override is not None:
             return self.client_override()
-        return HttpClient("127.0.0.1", self.port)
+        return HttpClient("127.0.0.1", self.ports[next(self._next_client) % len(self.ports)])
 
     def pool_size(self, factor: float = 2.0) -> int:
         """Enough single-use items for the next write phase: `factor` x the fastest write

@@ -117,6 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="server URL")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     p.add_argument("--port", type=int, default=0, help="server port [a free one]")
+    p.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="server processes on different ports sharing PostgreSQL and Redis; the clients "
+        "are spread over them, and the scale-out checks race them (benchmarks/scale_out.py)",
+    )
     p.add_argument("--seed", type=int, default=7, help="random seed of the data set")
     p.add_argument(
         "--no-audit-compare",
@@ -439,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = Settings(instance_path=instance, database_url=db_url, redis_url=args.redis)
     server: Server | None = None
+    extra_servers: list[Server] = []  # `--servers N`: the second and later
+    scale_out_lines: list[str] = []
+    scale_out_ok = True
     engine = None
     raw = RawPostgres(dsn)
     results: dict[str, PhaseResult] = {}
@@ -493,21 +503,25 @@ def main(argv: list[str] | None = None) -> int:
             expires_in=24 * 3600,
         )
         port = args.port or free_port()
-        server = Server(
-            env,
-            Path(tmp.name) / "server.log",
-            workers=args.workers,
-            threads=args.threads,
-            port=port,
-            serve_args=shlex.split(args.serve_args),
-        )
-        server.start()
-        print(f"server up on 127.0.0.1:{port}: master {server.pid}, workers {server.worker_pids()}")
-        monitor = Monitor(server.pid, args.database)
+        ports = [port] + [free_port() for _ in range(args.servers - 1)]
+        for n, each in enumerate(ports):
+            one = Server(
+                env,
+                Path(tmp.name) / f"server-{n}.log",
+                workers=args.workers,
+                threads=args.threads,
+                port=each,
+                serve_args=shlex.split(args.serve_args),
+            )
+            one.start()
+            extra_servers.append(one)
+            print(f"server up on 127.0.0.1:{each}: master {one.pid}, workers {one.worker_pids()}")
+        server = extra_servers.pop(0)
+        monitor = Monitor([s.pid for s in [server, *extra_servers] if s.pid], args.database)
         rss_trace.append(("start", max(monitor.worker_rss(), default=0) / 2**20))
         bench = Bench(
             args,
-            port,
+            ports,
             token,
             data,
             dsn,
@@ -592,6 +606,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"      error: {sample}")
             if profiler and not phase.startswith("raw"):
                 print(profiler.finish())
+        if extra_servers:
+            from benchmarks import scale_out
+
+            scale_out_lines, scale_out_ok = scale_out.check(bench)
+            for extra in extra_servers:
+                extra.stop()
+            extra_servers = []
+            bench.port = port
         if args.audit_compare and any(p in args.phase_list for p in audit_cost.READ_PHASES):
             server.stop()
             server = None
@@ -623,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             if any(r.errors for r in results.values()):
                 print("server log (tail):\n" + server.log_tail(15), file=sys.stderr)
             server.stop()
+        for extra in extra_servers:
+            extra.stop()
         raw.close()
         if counter is not None:
             counter.close()
@@ -650,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
             "  (machine shared with other work during the run: compare the two columns of a "
             "row, measured minutes apart, not rows of different runs)"
         )
+    for line in scale_out_lines:
+        print(line)
     if events_report:
         print("Subscriptions (one active subscription, one worker, local receiver):")
         for line in events_report:
@@ -692,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-    return 0
+    return 0 if scale_out_ok else 1
 
 
 if __name__ == "__main__":

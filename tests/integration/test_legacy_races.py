@@ -78,6 +78,7 @@ def _lab(cmid: str) -> dict[str, Any]:
 
 def _count(ward: dict[str, Any]) -> int:
     r = requests.get(f"{ward['url']}/orders?patientId=pat_01RACE", headers=ward["doc"], timeout=10)
+    assert r.status_code == 200, r.text  # a flake once showed a body without "total"
     return int(r.json()["total"])
 
 

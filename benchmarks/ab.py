@@ -42,7 +42,7 @@ from benchmarks import seed as seeding
 from benchmarks.load import Monitor, PhaseResult, run_phase
 from benchmarks.phases import HTTP_PHASES, TENANT, WRITE_PHASES, Bench, vacuum_analyze
 from benchmarks.seed_worker import Worker, WorkerSeeder
-from benchmarks.server import ROOT, Server, free_port, run_cli
+from benchmarks.server import ROOT, Server, flush_redis, free_port, fresh_database, run_cli
 
 #: Issue 13: new/baseline req/s at least this, per phase (search: not slower).
 RATIO_TARGETS = {
@@ -73,22 +73,6 @@ class Side:
     bench: Bench | None = None
     data: seeding.Dataset | None = None
     runs: dict[str, list[PhaseResult]] = field(default_factory=dict)
-
-
-def _fresh_database(pg: str, name: str) -> None:
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _flush_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
 
 
 SCHEMA_SQL = """
@@ -143,7 +127,7 @@ def _sides(args: argparse.Namespace, build: baselines.Build, tmp: Path) -> list[
 
 def _setup(side: Side, args: argparse.Namespace, tmp: Path) -> None:
     started = time.perf_counter()
-    _fresh_database(args.pg, side.database)
+    fresh_database(args.pg, side.database)
     run_cli(["migrate"], side.env, script=side.script, cwd=side.cwd)
     side.worker = Worker(side.python, side.worker_cwd, side.env, tmp / f"{side.name}-seed.log")
     raw = side.worker.call(
@@ -313,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.warmup:g}s, window {args.duration:g}s; load {os.getloadavg()[0]:.2f}"
     )
     try:
-        _flush_redis(args.redis)
+        flush_redis(args.redis)
         for side in sides:
             _setup(side, args, tmp)
         diff = schema_difference(args.pg, sides[0].database, sides[1].database)

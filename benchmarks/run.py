@@ -42,8 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from benchmarks import audit_cost
 from benchmarks import events as events_phase
 from benchmarks import seed as seeding
@@ -59,7 +57,7 @@ from benchmarks.phases import (
 )
 from benchmarks.raw_pg import MAX_CONNECTIONS, RawPostgres
 from benchmarks.roundtrips import Counter_, Counts
-from benchmarks.server import Server, free_port, run_cli
+from benchmarks.server import Server, flush_redis, free_port, fresh_database, run_cli
 
 #: The HTTP phases (benchmarks/phases.py), then `events` (benchmarks/events.py: the outbox's
 #: cost and delivery lag; not part of an A/B run).
@@ -157,22 +155,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------- set-up
-def fresh_database(pg: str, name: str) -> None:
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def flush_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 def explain_search(engine: Any, data: seeding.Dataset) -> str:
     """The exact statements the repository issues for the search phase, under EXPLAIN."""
     from sqlalchemy import event

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,23 @@ def _console_script() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def fresh_database(pg: str, name: str) -> None:
+    """Drop and create the benchmark's own database (never another one: the name is ours)."""
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
 
 def free_port() -> int:

@@ -1,0 +1,136 @@
+"""Product codes added to the shipped table in issue 12 (VSAC eCQM 2025 expansions, an OMOP
+RxNorm export) resolve to their ingredients and fire the class rules those ingredients belong
+to, against the REAL knowledge base: a product row that maps a drug to the wrong ingredient would
+make every check silently wrong for that drug, so each code here is pinned to what it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.cds.knowledge_base import KnowledgeBase, load_knowledge
+from app.cds.rules import drug_allergy, drug_interaction, duplicate_therapy
+from tests.unit.test_cds_rules import SCT, SCT_PENICILLIN, allergy, ctx, med, summary
+
+WARFARIN_5_TAB, LISINOPRIL_10_TAB = "855332", "314076"
+OXYCODONE_5_TAB, PHENELZINE_15_TAB = "1049621", "312347"
+
+# (product RxCUI, RxNorm name, {ingredient RxCUI: strength}, a class it must be in)
+PRODUCTS = [
+    ("1996254", "valsartan 4 MG/ML Oral Solution", {"69749": "4 MG/ML"}, "arbs"),
+    (
+        "200285",
+        "hydrochlorothiazide 12.5 MG / valsartan 160 MG Oral Tablet",
+        {"5487": "12.5 MG", "69749": "160 MG"},
+        "arbs",
+    ),
+    ("1114198", "rivaroxaban 10 MG Oral Tablet", {"1114195": "10 MG"}, "doacs"),
+    (
+        "1037045",
+        "dabigatran etexilate 150 MG Oral Capsule",
+        {"1037042": "150 MG"},
+        "doacs",
+    ),
+    ("1599551", "edoxaban 30 MG Oral Tablet", {"1599538": "30 MG"}, "doacs"),
+    ("892582", "morphine sulfate 15 MG Oral Tablet", {"7052": "15 MG"}, "opioids"),
+    ("864706", "methadone hydrochloride 10 MG Oral Tablet", {"6813": "10 MG"}, "opioids"),
+    ("1665050", "cefazolin 1000 MG Injection", {"2180": "1000 MG"}, "cephalosporins"),
+    ("1665093", "cefepime 1000 MG Injection", {"20481": "1000 MG"}, "cephalosporins"),
+    ("197817", "indomethacin 25 MG Oral Capsule", {"5781": "25 MG"}, "nsaids"),
+    ("834022", "ketorolac tromethamine 10 MG Oral Tablet", {"35827": "10 MG"}, "nsaids"),
+    (
+        "1361615",
+        "heparin sodium, porcine 5000 UNT/ML Injectable Solution",
+        {"5224": "5000 UNT/ML"},
+        "heparins",
+    ),
+    (
+        "313096",
+        "spironolactone 25 MG Oral Tablet",
+        {"9997": "25 MG"},
+        "potassium-sparing-diuretics",
+    ),
+    ("198051", "omeprazole 20 MG Delayed Release Oral Capsule", {"7646": "20 MG"}, "ppis"),
+]
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return load_knowledge()
+
+
+def other(code: str) -> dict[str, Any]:
+    return med(code, rid="other-1", status="active")
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "ingredients", "klass"),
+    [pytest.param(*row, id=row[1]) for row in PRODUCTS],
+)
+def test_new_product_resolves_to_its_ingredients_and_class(
+    kb: KnowledgeBase, code: str, name: str, ingredients: dict[str, str], klass: str
+) -> None:
+    drug = kb.drug(None, code)
+    assert drug is not None, f"RxNorm {code} should be in the product table"
+    assert drug.name == name and drug.tty in ("SCD", "SBD")
+    assert set(drug.ingredients) == set(ingredients)
+    assert klass in drug.classes
+    assert kb.coverage()["unverified_drug_codes"].count(code) == 0
+
+
+def test_new_cephalosporin_product_against_a_penicillin_allergy_cross_reacts(
+    kb: KnowledgeBase,
+) -> None:
+    high = allergy(SCT, SCT_PENICILLIN, rid="alg-penicillin", criticality="high")
+    for cephalosporin in ("1665050", "1665021", "1665093"):  # cefazolin, ceftriaxone, cefepime
+        found = drug_allergy.check(ctx(med(cephalosporin), allergies=(high,)), kb)
+        assert summary(found) == [("ALLERGY-CROSS-REACTIVITY", "warning")], cephalosporin
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file", "rule"),
+    [
+        pytest.param(WARFARIN_5_TAB, "197817", "DDI-WARFARIN-NSAID", id="indomethacin + warfarin"),
+        pytest.param("834022", WARFARIN_5_TAB, "DDI-WARFARIN-NSAID", id="ketorolac + warfarin"),
+        pytest.param("1114198", WARFARIN_5_TAB, "DDI-WARFARIN-DOAC", id="rivaroxaban + warfarin"),
+        pytest.param(WARFARIN_5_TAB, "1037045", "DDI-WARFARIN-DOAC", id="warfarin + dabigatran"),
+        pytest.param("1361615", "855288", "DDI-WARFARIN-HEPARIN", id="heparin + warfarin 1 mg"),
+        pytest.param(
+            "313096", LISINOPRIL_10_TAB, "DDI-ACEI-POTASSIUM-SPARING", id="spironolactone + ACEI"
+        ),
+    ],
+)
+def test_new_product_triggers_its_interaction_rule(
+    kb: KnowledgeBase, ordered: str, on_file: str, rule: str
+) -> None:
+    found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
+    assert [alert.rule_id for alert in found] == [rule]
+    assert found[0].level == "warning"
+
+
+def test_new_methadone_product_with_an_maoi_is_the_onc_hard_stop(kb: KnowledgeBase) -> None:
+    found = drug_interaction.check(ctx(med("864706"), others=(other(PHENELZINE_15_TAB),)), kb)
+    assert summary(found) == [("DDI-ONC-06-NARCOTIC-MAOI", "hard-stop")]
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file"),
+    [
+        pytest.param("1996254", LISINOPRIL_10_TAB, id="valsartan solution + lisinopril"),
+        pytest.param("892582", OXYCODONE_5_TAB, id="morphine + oxycodone"),
+    ],
+)
+def test_new_product_is_a_therapeutic_duplicate_of_its_class(
+    kb: KnowledgeBase, ordered: str, on_file: str
+) -> None:
+    found = duplicate_therapy.check(ctx(med(ordered), others=(other(on_file),)), kb)
+    assert summary(found) == [("DUPLICATE-THERAPY", "warning")]
+
+
+def test_isosorbide_dinitrate_is_6058_and_no_code_stands_for_mononitrate(kb: KnowledgeBase) -> None:
+    dinitrate = kb.drug(None, "6058")
+    assert dinitrate is not None and dinitrate.name == "isosorbide dinitrate"
+    assert "nitrates" in dinitrate.classes
+    assert kb.drug(None, "6057") is None

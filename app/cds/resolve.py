@@ -6,8 +6,9 @@ In this order (issue 12; DESIGN §6 "codes are authoritative, displays are not")
    product from the RxNorm import overlay);
 2. a coding the terminology service resolved for this evaluation (`ctx.resolved_codes`, filled
    by the service layer before the rules run — rules never do I/O);
-3. a FHIR Medication (contained, or referenced and supplied in `ctx.medications`): its `code`
-   as above, else its `ingredient[].itemCodeableConcept` codings;
+3. a FHIR Medication (contained, or referenced and in `ctx.medications`: supplied by a CDS Hooks
+   caller, else read from the tenant's store by the service layer): its `code` as above, else
+   its `ingredient[].itemCodeableConcept` codings;
 4. the RxNorm normalized name in the text or a display
    (`<ingredient> <strength> <unit> [/ <ingredient> …] <dose form> [Brand]`), every component
    an ingredient the knowledge base knows — reported as "matched by name".
@@ -30,6 +31,10 @@ CODE: Final = "code"
 TERMINOLOGY: Final = "terminology service"
 INGREDIENTS: Final = "Medication ingredients"
 NAME: Final = "name"
+#: The problem of an order whose `medicationReference` names a Medication that is neither
+#: contained, nor supplied by the caller, nor stored in the tenant: nobody — neither the rules
+#: nor the person signing — can tell what drug it is (DRUG-UNKNOWN is then always a warning).
+UNREADABLE: Final = "the referenced Medication could not be read"
 
 _BRAND = re.compile(r"\[[^\]]*\]")
 _PREFIX = re.compile(
@@ -76,7 +81,8 @@ class Resolution:
 
 
 def medication_resource(order: dict[str, Any], ctx: OrderContext) -> dict[str, Any] | None:
-    """The Medication an order references: contained (`#id`) or supplied by the caller."""
+    """The Medication an order references: contained (`#id`), or `Medication/id` as the
+    service layer put it in the context (the caller's, else the store's)."""
     ref = order.get("medicationReference")
     if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
         return None
@@ -202,7 +208,7 @@ def _resolve(order: dict[str, Any], ctx: OrderContext, kb: KnowledgeBase) -> Res
     if not shown and medication is None and isinstance(order.get("medicationReference"), dict):
         ref = order["medicationReference"]
         label = label or str(ref.get("reference") or ref.get("display") or "")
-        problem = "the referenced Medication could not be read"
+        problem = UNREADABLE
     return Resolution((), "", label, problem, shown)
 
 

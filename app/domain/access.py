@@ -16,6 +16,7 @@ class Permission(StrEnum):
     TASK_WRITE = "task-write"
     CLINICAL_DATA_WRITE = "clinical-data-write"
     DEFINITION_WRITE = "definition-write"
+    FORMULARY_WRITE = "formulary-write"
     CDS_CALL = "cds-call"
     SUBSCRIPTION_MANAGE = "subscription-manage"
 
@@ -28,6 +29,12 @@ ROLES: dict[Permission, frozenset[str]] = {
     Permission.TASK_WRITE: frozenset({"CLINICIAN", "NURSE", "ADMIN"}),
     Permission.CLINICAL_DATA_WRITE: frozenset({"ADMIN"}),
     Permission.DEFINITION_WRITE: frozenset({"CLINICIAN", "ADMIN"}),
+    # Stored Medications are the formulary decision support resolves every order's
+    # `medicationReference` through: changing one changes what is checked for every patient
+    # whose order names it, so it is the pharmacy system's (an ADMIN or system client) to
+    # write, not a prescriber's. A hospital with a PHARMACIST role adds it here.
+    # Prescribers order non-formulary drugs with a contained Medication (docs/decisions.md).
+    Permission.FORMULARY_WRITE: frozenset({"ADMIN"}),
     Permission.CDS_CALL: frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}),
     # Subscriptions send order data to an outside system: an administrator (or a system
     # client given the ADMIN role) sets them up; docs/events.md.
@@ -47,6 +54,7 @@ WRITE_ACTION: dict[str, Permission] = {
     "AllergyIntolerance": Permission.CLINICAL_DATA_WRITE,
     "PlanDefinition": Permission.DEFINITION_WRITE,
     "ActivityDefinition": Permission.DEFINITION_WRITE,
+    "Medication": Permission.FORMULARY_WRITE,
     "Subscription": Permission.SUBSCRIPTION_MANAGE,
 }
 

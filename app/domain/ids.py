@@ -20,6 +20,7 @@ PREFIXES: dict[str, str] = {
     "DetectedIssue": "cds",
     "PlanDefinition": "ords",
     "ActivityDefinition": "act",
+    "Medication": "med",
     "RequestGroup": "rg",
     "CarePlan": "cp",
     "Task": "task",

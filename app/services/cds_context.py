@@ -132,7 +132,10 @@ class ContextBuilder:
         self, orders: Iterable[dict[str, Any]], supplied: dict[str, dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         """Medication resources the orders reference outside themselves, by `Medication/id`:
-        those the caller supplied, else the store's."""
+        those the caller supplied, else the tenant's stored ones, read in one statement for
+        all the orders. An absolute URL is another server's Medication, never looked up here
+        under the same id (it may be another drug): unless supplied, it stays unread, and
+        DRUG-UNKNOWN says so."""
         found_here: dict[str, dict[str, Any]] = {}
         wanted: dict[str, tuple[str, str]] = {}
         for item in orders:
@@ -143,7 +146,7 @@ class ContextBuilder:
                 rtype, _, rid = local.partition("/")
                 if rtype == "Medication" and rid and local in supplied:
                     found_here[local] = supplied[local]
-                elif rtype == "Medication" and rid:
+                elif rtype == "Medication" and rid and "://" not in target:
                     wanted[local] = (rtype, rid)
         if wanted:
             for r in self.repo.fetch_many(list(wanted.values())):

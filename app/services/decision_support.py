@@ -89,12 +89,7 @@ class DecisionSupport:
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
         selected = set(context.get("selections") or [])
-        # A draft may reference a Medication sent in the same Bundle (R4 medicationReference).
-        medications = {
-            f"Medication/{d['id']}": d
-            for d in drafts
-            if d.get("resourceType") == "Medication" and d.get("id")
-        }
+        medications = _supplied_medications(drafts, prefetch)
         statuses = statuses_for(hook)
         allergies = self._resources(prefetch, "allergies", patient_id, None)
         stored_orders: list[dict[str, Any]] = []
@@ -230,6 +225,30 @@ class DecisionSupport:
             )
             recorded += 1
         return recorded
+
+
+def _supplied_medications(
+    drafts: list[dict[str, Any]], prefetch: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Medications the caller sent, by `Medication/id`: beside the drafts (R4
+    `medicationReference` to a resource in the same Bundle) or in a prefetch Bundle (e.g. a
+    `_include`). The ones it did not send are read from the tenant's store (cds_context)."""
+    resources = list(drafts)
+    for value in prefetch.values():
+        if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+            continue
+        entries = value.get("entry")
+        if isinstance(entries, list):
+            resources += [
+                e["resource"]
+                for e in entries
+                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            ]
+    return {
+        f"Medication/{r['id']}": r
+        for r in resources
+        if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str) and r["id"]
+    }
 
 
 def _override_reason(value: Any) -> str | None:

@@ -125,6 +125,25 @@ def _samples(pid: str, eid: str, sr_id: str) -> dict[str, dict[str, Any]]:
             "date": "2026-01-01",
             "identifier": [{"system": "urn:act", "value": "A1"}],
         },
+        "Medication": {
+            "resourceType": "Medication",
+            "status": "active",
+            "code": {
+                "coding": [
+                    {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "562251"}
+                ]
+            },
+            "form": {"coding": [{"system": "http://snomed.info/sct", "code": "385055001"}]},
+            "ingredient": [
+                {
+                    "itemCodeableConcept": {
+                        "coding": [
+                            {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "723"}
+                        ]
+                    }
+                }
+            ],
+        },
         "RequestGroup": {
             "resourceType": "RequestGroup",
             "status": "draft",
@@ -149,6 +168,7 @@ WRITER = {
     "Task": "NURSE",
     "PlanDefinition": "ADMIN",
     "ActivityDefinition": "ADMIN",
+    "Medication": "ADMIN",
     "Subscription": "ADMIN",
 }
 

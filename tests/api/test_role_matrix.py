@@ -339,6 +339,20 @@ TABLE: dict[str, Interaction] = {
         _fhir_post(lambda s: plan_definition()),
         lambda a, s, w: a.post("/order-sets", order_set("Matrix set", lab_template()), w),
     ),
+    "stock the formulary (a Medication)": Interaction(
+        frozenset({"ADMIN"}),
+        _nothing,
+        _fhir_post(
+            lambda s: {
+                "resourceType": "Medication",
+                "code": {
+                    "coding": [
+                        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "310965"}
+                    ]
+                },
+            }
+        ),
+    ),
     "call CDS Hooks": Interaction(
         frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}), _nothing, _cds_hooks_call
     ),

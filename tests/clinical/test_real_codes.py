@@ -9,7 +9,6 @@ acetaminophen 300 MG / codeine phosphate 30 MG tablet.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -266,8 +265,8 @@ def test_contained_and_referenced_medications_resolve(
     contained["medicationReference"] = {"reference": "#m1"}
     assert "DDI-WARFARIN-NSAID" in face.place(contained).rules()
 
-    # This server stores no Medication resources; a CDS Hooks client sends the referenced
-    # Medication in the draftOrders Bundle next to the order.
+    # A CDS Hooks client may send the referenced Medication in the draftOrders Bundle next to
+    # the order (a stored one: tests/clinical/test_stored_medications.py).
     medication = {
         "resourceType": "Medication",
         "id": "naproxen-500",
@@ -277,26 +276,11 @@ def test_contained_and_referenced_medications_resolve(
             ]
         },
     }
-    draft = {**face.ward.medication(pid, NAPROXEN_500), "id": "draft-1"}
+    draft = face.ward.medication(pid, NAPROXEN_500)
     del draft["medicationCodeableConcept"]
     draft["medicationReference"] = {"reference": "Medication/naproxen-500"}
-    request = {
-        "hook": "order-select",
-        "hookInstance": str(uuid.uuid4()),
-        "context": {
-            "userId": "Practitioner/dr-1",
-            "patientId": pid,
-            "selections": ["MedicationRequest/draft-1"],
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": draft}, {"resource": medication}],
-            },
-        },
-    }
-    r = client.post("/cds-services/order-select-checks", json=request, headers=face.ward.doc)
-    assert r.status_code == 200, r.json
-    topics = {c["source"]["topic"]["code"] for c in r.json["cards"]}
+    cards = face.ward.order_select(pid, draft, beside=(medication,))
+    topics = {c["source"]["topic"]["code"] for c in cards}
     assert "DDI-WARFARIN-NSAID" in topics
     assert "DRUG-UNKNOWN" not in topics
 
@@ -307,23 +291,8 @@ def test_cds_hooks_card_says_what_the_stored_alert_says(
     face = FhirFace(client, headers)
     pid = face.patient()
     face.on_file(pid, WARFARIN_5)
-    draft = {**face.ward.medication(pid, IBUPROFEN_200), "id": "draft-2"}
-    request = {
-        "hook": "order-select",
-        "hookInstance": str(uuid.uuid4()),
-        "context": {
-            "userId": "Practitioner/dr-1",
-            "patientId": pid,
-            "selections": ["MedicationRequest/draft-2"],
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": draft}],
-            },
-        },
-    }
-    r = client.post("/cds-services/order-select-checks", json=request, headers=face.ward.doc)
-    card = next(c for c in r.json["cards"] if c["source"]["topic"]["code"] == "DDI-WARFARIN-NSAID")
+    cards = face.ward.order_select(pid, face.ward.medication(pid, IBUPROFEN_200))
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "DDI-WARFARIN-NSAID")
     stored = face.prescribe(pid, IBUPROFEN_200).of("DDI-WARFARIN-NSAID")
     assert card["detail"].startswith(stored.message)
     assert "Source:" in card["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -136,6 +137,36 @@ class Ward:
             json=params,
             headers={**self.doc, "If-Match": f'W/"{current["meta"]["versionId"]}"'},
         )
+
+    def order_select(
+        self,
+        pid: str,
+        draft: dict[str, Any],
+        *,
+        beside: tuple[dict[str, Any], ...] = (),
+        prefetch: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The CDS Hooks order-select cards for one draft (its id: `draft-1` unless it has
+        one), with `beside` in the draftOrders Bundle and an optional prefetch."""
+        draft = {"id": "draft-1", **draft}
+        request: dict[str, Any] = {
+            "hook": "order-select",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {
+                "userId": "Practitioner/dr-1",
+                "patientId": pid,
+                "selections": [f"{draft['resourceType']}/{draft['id']}"],
+                "draftOrders": {
+                    "resourceType": "Bundle",
+                    "type": "collection",
+                    "entry": [{"resource": r} for r in (draft, *beside)],
+                },
+            },
+        }
+        if prefetch is not None:
+            request["prefetch"] = prefetch
+        r = self.client.post("/cds-services/order-select-checks", json=request, headers=self.doc)
+        return list(self.ok(r)["cards"])
 
     def count(self, rtype: str, pid: str) -> int:
         return int(

@@ -730,15 +730,6 @@ UNKNOWN_CASES = [
         "unknown:info:urn:local:formulary|ABC-1",
     ),
     ("text only", med(None, text="Grandma's tonic"), "unknown:info:text:Grandma's tonic"),
-    (
-        "a reference to a Medication outside the order",
-        {
-            **med(None),
-            "medicationCodeableConcept": None,
-            "medicationReference": {"reference": "Medication/m-7"},
-        },
-        "unknown:info:reference:Medication/m-7",
-    ),
 ]
 
 
@@ -753,6 +744,25 @@ def test_unknown_drug_with_nothing_to_check_against_is_an_info_alert(
     assert "could not be identified" in alert.message
     assert "allergy and interaction checks were not performed" in (alert.detail or "")
     assert alert.cause == cause
+
+
+@pytest.mark.parametrize(
+    "reference", ["Medication/m-7", "https://pharmacy.example/fhir/Medication/m-7", "#gone"]
+)
+def test_a_medication_that_cannot_be_read_is_a_warning_with_nothing_to_check_against(
+    kb: KnowledgeBase, reference: str
+) -> None:
+    """Not in the context (not stored in the tenant, not sent by the caller, not contained):
+    the order names no drug anyone can see, so it waits for an acknowledgement."""
+    order = {
+        **med(None),
+        "medicationCodeableConcept": None,
+        "medicationReference": {"reference": reference},
+    }
+    [alert] = unknown_drug.check(ctx(order), kb)
+    assert (alert.rule_id, alert.level) == ("DRUG-UNKNOWN", "warning")
+    assert "the referenced Medication could not be read" in alert.message
+    assert alert.cause == f"unknown:warning:reference:{reference}"
 
 
 def test_known_drug_is_not_unknown(kb: KnowledgeBase) -> None:

@@ -18,6 +18,7 @@ NAMES = {
     access.Permission.TASK_WRITE: "task-write",
     access.Permission.CLINICAL_DATA_WRITE: "clinical-data-write",
     access.Permission.DEFINITION_WRITE: "definition-write",
+    access.Permission.FORMULARY_WRITE: "formulary-write",
     access.Permission.CDS_CALL: "cds-call",
     access.Permission.SUBSCRIPTION_MANAGE: "subscription-manage",
 }
@@ -44,6 +45,7 @@ def test_a_403_names_the_missing_permission(permission: access.Permission) -> No
         ("Task", access.Permission.TASK_WRITE),
         ("Patient", access.Permission.CLINICAL_DATA_WRITE),
         ("PlanDefinition", access.Permission.DEFINITION_WRITE),
+        ("Medication", access.Permission.FORMULARY_WRITE),
     ],
 )
 def test_each_writable_type_needs_its_permission(

@@ -35,6 +35,9 @@ USES: dict[access.Permission, str] = {
     access.Permission.TASK_WRITE: "update a fulfilment Task (completion completes its order)",
     access.Permission.CLINICAL_DATA_WRITE: "write Patient, Encounter, AllergyIntolerance",
     access.Permission.DEFINITION_WRITE: "write PlanDefinition, ActivityDefinition",
+    access.Permission.FORMULARY_WRITE: (
+        "write Medication (the formulary orders name by `medicationReference`)"
+    ),
     access.Permission.CDS_CALL: "call `/cds-services` hooks",
     access.Permission.SUBSCRIPTION_MANAGE: (
         "create, update, read and search Subscriptions, `$status`, `$events` (docs/events.md)"
@@ -134,7 +137,7 @@ def test_a_single_role_gets_what_the_table_says(role: str) -> None:
         "NURSE": {"read", "task-write", "cds-call"},
         "PATIENT": {"read"},
         "ADMIN": {"read", "correction", "task-write", "clinical-data-write"}
-        | {"definition-write", "cds-call", "subscription-manage"},
+        | {"definition-write", "formulary-write", "cds-call", "subscription-manage"},
     }[role]
     assert {p.value for p in access.Permission if _allowed(p, role)} == expected
 

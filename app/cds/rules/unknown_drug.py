@@ -6,7 +6,11 @@ service could not look up in time, text only, a Medication outside the order):
 * `warning` when there is something it should have been checked against — another medication
   order of the patient, or an active medication allergy — so activation waits for an
   acknowledgement that names what was not checked;
-* `info` when there is nothing to check it against (DESIGN §6).
+* `info` when there is nothing to check it against (DESIGN §6);
+* always `warning` when the order's `medicationReference` names a Medication that cannot be
+  read (not contained, not sent by the CDS Hooks caller, not stored in the tenant): unlike an
+  unknown code, which a person reading the order still understands, such an order names no
+  drug at all, so it must not be signed without someone acknowledging that.
 
 Cause: `unknown:<level>:<codes | reference | text>`. The level is part of the cause: when an
 allergy or another order appears later, the info alert's cause is gone and the warning is new,
@@ -18,7 +22,7 @@ from __future__ import annotations
 from app.cds.alerts import KNOWLEDGE_GAP, Alert, Level
 from app.cds.context import OrderContext, codings
 from app.cds.kb.base import KnowledgeBase
-from app.cds.resolve import describe, resolve
+from app.cds.resolve import UNREADABLE, describe, resolve
 from app.cds.rules.allergy_facts import medication_allergies
 
 RULE_ID = "DRUG-UNKNOWN"
@@ -55,7 +59,7 @@ def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
         against.append(f"{others} other medication order(s)")
     if allergies:
         against.append(f"{allergies} medication allergy record(s)")
-    level: Level = "warning" if against else "info"
+    level: Level = "warning" if against or resolution.problem == UNREADABLE else "info"
     checked = " and ".join(against) if against else "allergies and interactions"
     message = (
         f"{what} could not be identified ({resolution.problem}): it was not checked "

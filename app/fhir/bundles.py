@@ -123,6 +123,7 @@ def process_bundle(services: BundleServices, req: FhirRequest) -> FhirResponse:
 def _transaction(services: BundleServices, req: FhirRequest, entries: list[Entry]) -> FhirResponse:
     results: dict[int, dict[str, Any]] = {}
     with services.open_uow(req) as uow:
+        uow.all_or_nothing = True
         service = ResourceService(uow)
         ids = _assign_ids(req, entries, service)
         for entry in entries:

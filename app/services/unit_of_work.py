@@ -36,6 +36,9 @@ class UnitOfWork:
         #: Resources a transaction Bundle is about to create: references to them count as
         #: resolvable even before they are written.
         self.pending: set[tuple[str, str]] = set()
+        #: A FHIR transaction is all or nothing: no error keeps what its entries wrote, not
+        #: even one that keeps a single request's findings (a blocked activation's alerts).
+        self.all_or_nothing = False
 
     def __enter__(self) -> UnitOfWork:
         try:
@@ -66,7 +69,8 @@ class UnitOfWork:
     ) -> None:
         assert self.conn is not None and self._tx is not None
         try:
-            if exc_type is None or (isinstance(exc, AppError) and exc.keeps_writes):
+            keeps = isinstance(exc, AppError) and exc.keeps_writes and not self.all_or_nothing
+            if exc_type is None or keeps:
                 try:
                     # Who read or wrote which patient's data: a write's AuditEvents join
                     # its transaction, a read's go to the buffer (app/services/audit.py).

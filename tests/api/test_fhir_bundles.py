@@ -166,6 +166,39 @@ def test_transaction_with_one_bad_entry_fails_and_stores_nothing(
     assert "gender" not in current
 
 
+def test_transaction_refused_by_a_hard_stop_stores_nothing(
+    client: FlaskClient, staff: dict[str, str]
+) -> None:
+    """A hard-stop keeps what a single request found (DESIGN §6); in a transaction it keeps
+    nothing: not the patient, not the allergy written by earlier entries."""
+    before = counts(client, staff)
+    pat_urn = urn()
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "patient": {"reference": pat_urn},
+        "criticality": "high",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "764146007"}]},
+    }
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient(name=[{"family": "Ghost"}]), full_url=pat_urn),
+        entry("POST", "AllergyIntolerance", allergy),
+        entry(
+            "POST",
+            "MedicationRequest",
+            medication_request("x", subject={"reference": pat_urn}),  # amoxicillin 308191
+        ),
+    )
+    r = client.post(BASE, json=body, headers=staff)
+    assert r.status_code == 422, r.get_json()
+    assert "CDS_HARD_STOP" in [
+        c["code"] for i in r.get_json()["issue"] for c in i["details"]["coding"]
+    ]
+    assert counts(client, staff) == before
+    assert total(client, staff, "AllergyIntolerance") == 0
+    assert total(client, staff, "DetectedIssue") == 0
+
+
 def test_invalid_transaction_entry_is_400_naming_the_problem(
     client: FlaskClient, staff: dict[str, str]
 ) -> None:

@@ -23,6 +23,7 @@ from app.services.unit_of_work import UnitOfWork
 from app.store.connection import StoreConnection
 from tests.clinical.ward import RXNORM, SNOMED, Ward, issue_codes, rules
 from tests.conftest import TokenFactory
+from tests.fhir_data import bundle, entry
 
 AMOX_CLAV = "562251"
 AMOXICILLIN = "723"
@@ -156,6 +157,38 @@ def test_cds_hooks_prefetch_may_carry_the_medication(ward: Ward) -> None:
     }
     cards = ward.order_select(pid, naming(ward, pid, "sent-1"), prefetch=prefetch)
     assert topics(cards).get("ALLERGY-CLASS") == "critical"
+
+
+@pytest.mark.parametrize("allergic", [True, False], ids=["allergic", "not-allergic"])
+def test_transaction_writing_the_medication_and_the_order_checks_the_new_medication(
+    client: FlaskClient, ward: Ward, headers: TokenFactory, allergic: bool
+) -> None:
+    """A transaction that stocks the Medication and orders it (`urn:uuid:` reference): the
+    order's check reads the Medication written earlier in the same unit of work."""
+    pid = penicillin_allergic(ward) if allergic else ward.patient()
+    med_urn = f"urn:uuid:{uuid.uuid4()}"
+    order = naming(ward, pid, "x")
+    order["medicationReference"] = {"reference": med_urn}
+    body = bundle(
+        "transaction",
+        entry("POST", "MedicationRequest", order),
+        entry(
+            "POST",
+            "Medication",
+            {"resourceType": "Medication", **AMOX_CLAV_PRODUCT},
+            full_url=med_urn,
+        ),
+    )
+    r = client.post("/fhir/R4", json=body, headers=headers("ADMIN", "CLINICIAN"))
+    if allergic:
+        assert r.status_code == 422, r.json
+        assert "CDS_HARD_STOP" in issue_codes(r.json)
+        assert ward.client.get("/fhir/R4/Medication", headers=ward.admin).json["total"] == 0
+        return
+    assert r.status_code == 200, r.json
+    stored = r.json["entry"][0]["resource"]
+    assert stored["medicationReference"]["reference"].startswith("Medication/med-")
+    assert "DRUG-UNKNOWN" not in rules(ward.alerts(stored))
 
 
 # ------------------------------------------------------------------ a Medication that is not there

@@ -24,6 +24,7 @@ from app.store.connection import StoreConnection
 from tests.clinical.ward import RXNORM, SNOMED, Ward, issue_codes, rules
 from tests.conftest import TokenFactory
 from tests.fhir_data import bundle, entry
+from tests.legacy_data import LegacyApi, legacy_id
 
 AMOX_CLAV = "562251"
 AMOXICILLIN = "723"
@@ -311,3 +312,20 @@ def test_one_batched_medication_read_per_order_check(
     assert len(medication_reads) == 1, calls
     assert len(medication_reads[0]) == 4
     assert {"DDI-WARFARIN-NSAID"} <= rules(ward.alerts(order))
+
+
+def test_legacy_face_reads_and_activates_an_order_naming_a_stored_medication(
+    client: FlaskClient, ward: Ward, headers: TokenFactory
+) -> None:
+    """The legacy shape has no Medication reference: the order reads without a
+    `medicationCode` (no 500), and legacy activation runs the same check (here: the
+    penicillin allergy recorded after the draft blocks it)."""
+    pid = ward.patient()
+    order = ward.order(naming(ward, pid, stock(ward, AMOX_CLAV_PRODUCT)))
+    api = LegacyApi(client, headers)
+    legacy = api.order(legacy_id(order["id"]))
+    assert legacy["orderId"] == legacy_id(order["id"])
+    ward.allergy(pid, PENICILLIN_SUBSTANCE, system=SNOMED, criticality="high")
+    r = api.activate(legacy_id(order["id"]), legacy["version"])
+    assert r.status_code == 422, r.json
+    assert r.json["error"]["code"] == "CDS_HARD_STOP"

@@ -57,7 +57,10 @@ _DEFAULT_REASONS: Final = ("benefit-outweighs-risk", "not-applicable")
 _PREFETCH: Final[dict[str, str]] = {
     "patient": "Patient/{{context.patientId}}",
     "allergies": "AllergyIntolerance?patient={{context.patientId}}",
-    "medications": "MedicationRequest?patient={{context.patientId}}&status=draft,active,on-hold",
+    "medications": (
+        "MedicationRequest?patient={{context.patientId}}&status=draft,active,on-hold"
+        "&_include=MedicationRequest:medication"
+    ),
     "services": "ServiceRequest?patient={{context.patientId}}&status=draft,active,on-hold",
     "diets": "NutritionOrder?patient={{context.patientId}}&status=draft,active,on-hold",
 }

@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import TokenFactory
+from tests.fhir_data import medication_request, patient
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -180,3 +181,32 @@ def test_bad_input_is_an_operation_outcome_and_stores_nothing(
     if path is not None:
         assert path in [e for i in r.json["issue"] for e in i.get("expression", [])], r.json
     assert client.get(BASE, headers=admin).json["total"] == 0
+
+
+def test_orders_naming_a_medication_are_found_and_included(
+    client: FlaskClient, headers: TokenFactory
+) -> None:
+    """`MedicationRequest?medication=` finds the orders naming a formulary entry (what to
+    review before changing it); `_include` returns the Medication with them (the CDS Hooks
+    `medications` prefetch asks for that), `_revinclude` the other way round."""
+    admin, doc = headers("ADMIN"), headers("CLINICIAN")
+    med = _created(client, headers, amox_clav())
+    pid = client.post("/fhir/R4/Patient", json=patient(), headers=admin).json["id"]
+    order = medication_request(pid, medicationReference={"reference": f"Medication/{med['id']}"})
+    del order["medicationCodeableConcept"]
+    oid = client.post("/fhir/R4/MedicationRequest", json=order, headers=doc).json["id"]
+    client.post("/fhir/R4/MedicationRequest", json=medication_request(pid), headers=doc)
+
+    found = client.get(f"/fhir/R4/MedicationRequest?medication=Medication/{med['id']}", headers=doc)
+    assert [e["resource"]["id"] for e in found.json["entry"]] == [oid]
+    both = client.get(
+        f"/fhir/R4/MedicationRequest?patient={pid}&_include=MedicationRequest:medication",
+        headers=doc,
+    ).json
+    modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in both["entry"]}
+    assert modes == {("MedicationRequest", "match"), ("Medication", "include")}
+    assert both["total"] == 2
+    back = client.get(
+        f"{BASE}?_id={med['id']}&_revinclude=MedicationRequest:medication", headers=doc
+    ).json
+    assert [e["resource"]["id"] for e in back["entry"]] == [med["id"], oid]

@@ -7,41 +7,17 @@ that index) would miss them. Each backend gets a database of its own, migrated t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import psycopg
-import pytest
-from sqlalchemy import Engine, create_engine, delete
+from sqlalchemy import Engine, delete
 
 from app.legacy_api import mapping, schemas
 from app.migrate import upgrade
 from app.store import Repository
 from app.store.search.query import parse_search
 from app.store.statements import TOK
-from tests.conftest import PG_ADMIN_URL, PG_TEST_DB
 from tests.legacy_data import lab_template, order_set
 
 TENANT = "t-migration-0004"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        made = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
-        yield made
-        made.dispose()
-        return
-    name = f"{PG_TEST_DB}_m0004"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    made = create_engine(f"{base}/{name}")
-    yield made
-    made.dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+REVISION = "0004"  # names this module's PostgreSQL database (tests/integration/conftest.py)
 
 
 def _ids(engine: Engine, order_type: str) -> set[str]:

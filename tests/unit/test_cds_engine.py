@@ -308,7 +308,10 @@ def test_discovery_lists_the_two_order_services() -> None:
         assert s["prefetch"] == {
             "patient": "Patient/{{context.patientId}}",
             "allergies": "AllergyIntolerance?patient={{context.patientId}}",
-            "medications": "MedicationRequest?patient={{context.patientId}}&status=draft,active,on-hold",
+            "medications": (
+                "MedicationRequest?patient={{context.patientId}}&status=draft,active,on-hold"
+                "&_include=MedicationRequest:medication"
+            ),
             "services": "ServiceRequest?patient={{context.patientId}}&status=draft,active,on-hold",
             "diets": "NutritionOrder?patient={{context.patientId}}&status=draft,active,on-hold",
         }

@@ -1,5 +1,5 @@
 """Product codes added to the shipped table in issue 12 (VSAC eCQM 2025 expansions, an OMOP
-RxNorm export) resolve to their ingredients and fire the class rules those ingredients belong
+RxNorm export, an HL7 IG antiarrhythmics value set, NLM RxImage, Synthea HIV modules) resolve to their ingredients and fire the class rules those ingredients belong
 to, against the REAL knowledge base: a product row that maps a drug to the wrong ingredient would
 make every check silently wrong for that drug, so each code here is pinned to what it is.
 """
@@ -15,6 +15,8 @@ from app.cds.rules import drug_allergy, drug_interaction, duplicate_therapy
 from tests.unit.test_cds_rules import SCT, SCT_PENICILLIN, allergy, ctx, med, summary
 
 WARFARIN_5_TAB, LISINOPRIL_10_TAB = "855332", "314076"
+SIMVASTATIN_40_TAB, NITROGLYCERIN_SPRAY, RIFAMPIN_300_CAP = "198211", "705129", "198202"
+AMIODARONE_200_TAB = "833528"
 OXYCODONE_5_TAB, PHENELZINE_15_TAB = "1049621", "312347"
 
 # (product RxCUI, RxNorm name, {ingredient RxCUI: strength}, a class it must be in)
@@ -53,6 +55,40 @@ PRODUCTS = [
         "potassium-sparing-diuretics",
     ),
     ("198051", "omeprazole 20 MG Delayed Release Oral Capsule", {"7646": "20 MG"}, "ppis"),
+    # HL7 registry-protocols IG antiarrhythmics value set
+    ("833528", "amiodarone hydrochloride 200 MG Oral Tablet", {"703": "200 MG"}, "qt-prolonging"),
+    (
+        "834346",
+        "amiodarone hydrochloride 200 MG Oral Tablet [Pacerone]",
+        {"703": "200 MG"},
+        "qt-prolonging",
+    ),
+    (
+        "1663224",
+        "3 ML amiodarone hydrochloride 50 MG/ML Injection",
+        {"703": "50 MG/ML"},
+        "qt-prolonging",
+    ),
+    ("310004", "dofetilide 0.25 MG Oral Capsule", {"49247": "0.25 MG"}, "qt-prolonging-high-risk"),
+    ("854856", "dronedarone 400 MG Oral Tablet", {"233698": "400 MG"}, "qt-prolonging-high-risk"),
+    ("852877", "quinidine sulfate 200 MG Oral Tablet", {"9068": "200 MG"}, "qt-prolonging"),
+    ("309958", "disopyramide 100 MG Oral Capsule", {"3541": "100 MG"}, "qt-prolonging"),
+    # NLM RxImage (Viagra), Synthea HIV modules, VSAC RCTC ARV boosters
+    ("213270", "sildenafil 50 MG Oral Tablet [Viagra]", {"136411": "50 MG"}, "pde5-inhibitors"),
+    ("1359269", "darunavir 800 MG Oral Tablet", {"460132": "800 MG"}, "protease-inhibitors"),
+    (
+        "597730",
+        "lopinavir 200 MG / ritonavir 50 MG Oral Tablet",
+        {"195088": "200 MG", "85762": "50 MG"},
+        "protease-inhibitors",
+    ),
+    (
+        "859863",
+        "saquinavir mesylate 500 MG Oral Tablet",
+        {"83395": "500 MG"},
+        "protease-inhibitors",
+    ),
+    ("900575", "ritonavir 100 MG Oral Tablet", {"85762": "100 MG"}, "protease-inhibitors"),
 ]
 
 
@@ -134,3 +170,76 @@ def test_isosorbide_dinitrate_is_6058_and_no_code_stands_for_mononitrate(kb: Kno
     assert dinitrate is not None and dinitrate.name == "isosorbide dinitrate"
     assert "nitrates" in dinitrate.classes
     assert kb.drug(None, "6057") is None
+
+
+def test_new_strengths_map_each_ingredient_to_its_strength(kb: KnowledgeBase) -> None:
+    """The strength a dose check reads must be the product's, per ingredient."""
+    combination = kb.drug(None, "597730")
+    assert combination is not None
+    assert dict(combination.strengths) == {"195088": "200 MG", "85762": "50 MG"}
+    assert combination.dose_form == "Oral Tablet"
+
+
+@pytest.mark.parametrize("viagra", ["213269", "213270", "213271"])
+def test_new_sildenafil_product_with_a_nitrate_is_the_contraindication_hard_stop(
+    kb: KnowledgeBase, viagra: str
+) -> None:
+    found = drug_interaction.check(ctx(med(viagra), others=(other(NITROGLYCERIN_SPRAY),)), kb)
+    assert summary(found) == [("DDI-PDE5-NITRATE", "hard-stop")]
+    assert "sildenafil" in found[0].message and "nitroglycerin" in found[0].message
+
+
+def test_new_amiodarone_product_with_simvastatin_40_is_the_dose_managed_warning(
+    kb: KnowledgeBase,
+) -> None:
+    found = drug_interaction.check(
+        ctx(med(AMIODARONE_200_TAB), others=(other(SIMVASTATIN_40_TAB),)), kb
+    )
+    assert summary(found) == [("DDI-SIMVASTATIN-AMIODARONE", "warning")]
+    assert "20 mg" in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file", "expected"),
+    [
+        pytest.param(
+            AMIODARONE_200_TAB,
+            WARFARIN_5_TAB,
+            [("DDI-WARFARIN-AMIODARONE", "warning")],
+            id="amiodarone + warfarin",
+        ),
+        pytest.param(
+            "310004",
+            AMIODARONE_200_TAB,
+            [("DDI-ONC-08-QT-QT", "hard-stop")],
+            id="dofetilide + amiodarone",
+        ),
+        pytest.param(
+            "1359269",
+            RIFAMPIN_300_CAP,
+            [("DDI-ONC-10-CYP3A4-INDUCER-PI", "hard-stop")],
+            id="darunavir + rifampin",
+        ),
+        pytest.param(
+            "597730",
+            SIMVASTATIN_40_TAB,
+            [("DDI-ONC-11-STATIN-CYP3A4", "hard-stop")],
+            id="lopinavir/ritonavir + simvastatin",
+        ),
+    ],
+)
+def test_new_antiarrhythmic_and_protease_inhibitor_products_fire_their_rules(
+    kb: KnowledgeBase, ordered: str, on_file: str, expected: list[tuple[str, str]]
+) -> None:
+    found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
+    assert summary(found) == expected
+
+
+def test_single_source_dinitrate_product_is_unverified_but_still_checked(
+    kb: KnowledgeBase,
+) -> None:
+    """197840 comes from one third-party RxNorm mirror: listed as unverified, yet it maps to
+    isosorbide dinitrate, so sildenafil against it is still the hard-stop."""
+    assert "197840" in kb.coverage()["unverified_drug_codes"]
+    found = drug_interaction.check(ctx(med("213271"), others=(other("197840"),)), kb)
+    assert summary(found) == [("DDI-PDE5-NITRATE", "hard-stop")]

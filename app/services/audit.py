@@ -16,39 +16,28 @@ disclosures is a search on one index column), with:
 Faces describe the request (`begin`, `describe`); the unit of work reports what its
 repository handed out and wrote (`on_success`, `on_failure`). Writes add their events to the
 same transaction; reads hand them to the process's `AuditTrail` buffer
-(app/services/audit_trail.py), which writes them in batches off the request path.
+(app/services/audit_trail.py), which writes them in batches off the request path. The trail
+stores each event's facts in its own narrow table (`facts`; the JSON above is built when an
+event is read, app/domain/audit_events.py).
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.auth import Principal
-from app.domain.clock import format_instant, utcnow
+from app.domain.audit_events import SUB_SYSTEM, AuditFacts
+from app.domain.clock import utcnow
 from app.domain.ids import new_id
 from app.store import Repository, StoredResource
 
 if TYPE_CHECKING:
     from app.services.unit_of_work import UnitOfWork  # typing only: it imports this module
 
-BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit"
-EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
-INTERACTION = "http://hl7.org/fhir/restful-interaction"
-ENDPOINT = "urn:orders-service:endpoint"
-PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-DICOM = "http://dicom.nema.org/resources/ontology/DCM"
-ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
-SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-ROLE_SYSTEM = "urn:orders-service:role"
-CLIENT_SYSTEM = "urn:orders-service:client"
-SERVER = "orders-service"
 #: Never an entity of an event: the trail itself (reading it is not reading patient data,
 #: and auditing those reads would grow the trail with every look at it).
 NOT_AUDITED = frozenset({"AuditEvent"})
@@ -56,8 +45,6 @@ NOT_AUDITED = frozenset({"AuditEvent"})
 #: Tasks stays one readable event, and the query entity says what was asked.
 MAX_ENTITIES = 100
 MAX_QUERY_CHARS = 2048
-#: BALP profile per kind of event.
-PROFILES = {"C": "Create", "U": "Update", "R": "Read", "E": "Query"}
 
 
 class AuditSink(Protocol):
@@ -81,7 +68,7 @@ class AccessContext:
 @dataclass
 class AccessRecord:
     """One AuditEvent to write: everything known at the end of a unit of work, unshaped
-    (shaping costs; reads are shaped by the flusher, off the request path)."""
+    (reads are turned into rows by the flusher, off the request path)."""
 
     tenant_id: str
     patient_id: str | None
@@ -145,10 +132,11 @@ def on_success(uow: UnitOfWork, kept: BaseException | None = None) -> None:
     outcome = "0" if kept is None else "4"
     if written:
         action = "C" if context.interaction == "create" else "U"
-        for record in _records(uow.principal, context, written, action, outcome):
+        records = _records(uow.principal, context, written, action, outcome)
+        for record in records:
             if kept is not None:
                 record.outcome_desc = str(getattr(kept, "code", type(kept).__name__))
-            _store(repo, record)
+        repo.defer_audit_events([facts(record) for record in records])
         return
     accessed = [r for r in repo.accessed if r.resource_type not in NOT_AUDITED]
     if accessed:
@@ -213,102 +201,39 @@ def _records(
     ]
 
 
-# ---------------------------------------------------------------------- the resource
-def shape(record: AccessRecord) -> dict[str, Any]:
-    """The AuditEvent for one record (BALP Create/Update/Read/Query shapes)."""
+# ---------------------------------------------------------------------- the stored facts
+def facts(record: AccessRecord) -> AuditFacts:
+    """What the trail stores of one record (the AuditEvent JSON is built when it is read,
+    app/domain/audit_events.py `to_fhir`)."""
     ctx, who = record.context, record.principal
-    subtype = [{"system": INTERACTION, "code": ctx.interaction or "operation"}]
-    if ctx.endpoint:
-        subtype.append({"system": ENDPOINT, "code": f"{ctx.face}:{ctx.endpoint}"})
-    entities: list[dict[str, Any]] = []
-    if record.patient_id:
-        entities.append(
-            {
-                "what": {"reference": f"Patient/{record.patient_id}"},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            }
-        )
-    entities += [
-        {
-            "what": {"reference": ref},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-        }
-        for ref in record.references
-        if ref.split("/", 1)[0] != "Patient" or ref.split("/")[1] != record.patient_id
-    ]
-    if record.action == "E" and ctx.query:
-        entities.append(
-            {
-                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
-                "description": ctx.resource_type or "",
-                "query": base64.b64encode(ctx.query.encode()).decode("ascii"),
-            }
-        )
-    if ctx.request_id:
-        entities.append(
-            {
-                "what": {"identifier": {"value": ctx.request_id}},
-                "type": {"system": BALP_ENTITY, "code": "XrequestId"},
-            }
-        )
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "meta": {"profile": [f"{BALP}{PROFILES[record.action]}"]},
-        "type": {"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
-        "subtype": subtype,
-        "action": record.action,
-        "recorded": format_instant(record.recorded),
-        "outcome": record.outcome,
-        "agent": _agents(who, ctx),
-        "source": {
-            "site": record.tenant_id,
-            "observer": {"display": SERVER},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-        },
-        "entity": entities,
-    }
-    if record.outcome_desc:
-        event["outcomeDesc"] = record.outcome_desc
-    return event
-
-
-def _agents(who: Principal, ctx: AccessContext) -> list[dict[str, Any]]:
-    user: dict[str, Any] = {
-        "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP"}]},
-        "who": {
-            "identifier": {"system": who.issuer or "urn:orders-service:token-sub", "value": who.sub}
-        },
-        "requestor": True,
-        "role": [{"coding": [{"system": ROLE_SYSTEM, "code": r}]} for r in sorted(who.roles)],
-    }
-    client: dict[str, Any] = {
-        "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
-        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": who.client_id or "unknown"}},
-        "requestor": False,
-    }
-    if ctx.client_address:
-        client["network"] = {"address": ctx.client_address, "type": "2"}
-    server = {
-        "type": {"coding": [{"system": DICOM, "code": "110152", "display": "Destination Role ID"}]},
-        "who": {"display": SERVER},
-        "requestor": False,
-    }
-    return [user, client, server]
+    searched = record.action == "E" and bool(ctx.query)
+    return AuditFacts(
+        record.tenant_id,
+        new_id("AuditEvent"),
+        record.recorded,
+        record.patient_id,
+        record.action,
+        record.outcome,
+        ctx.interaction or "operation",
+        f"{ctx.face}:{ctx.endpoint}" if ctx.endpoint else None,
+        who.issuer or SUB_SYSTEM,
+        who.sub,
+        who.client_id or "unknown",
+        roles=tuple(sorted(who.roles)),
+        client_address=ctx.client_address,
+        references=tuple(
+            ref
+            for ref in record.references
+            if ref.split("/", 1)[0] != "Patient" or ref.split("/")[1] != record.patient_id
+        ),
+        query=ctx.query if searched else None,
+        query_type=(ctx.resource_type or "") if searched else None,
+        request_id=ctx.request_id,
+        outcome_desc=record.outcome_desc or None,
+    )
 
 
 def write_records(repo: Repository, records: Iterable[AccessRecord]) -> int:
-    """Store buffered records through a repository of their tenant (the flusher's path)."""
-    n = 0
-    for record in records:
-        _store(repo, record)
-        n += 1
-    return n
-
-
-def _store(repo: Repository, record: AccessRecord) -> None:
-    """AuditEvents never change (read and search only), so no version history is written:
-    one JSON document per event, not two."""
-    repo.create("AuditEvent", new_id("AuditEvent"), shape(record), versioned=False)
+    """Append buffered records through a repository of their tenant (the flusher's path:
+    one bulk write, `COPY` on PostgreSQL)."""
+    return repo.append_audit_events([facts(record) for record in records])

@@ -1,8 +1,10 @@
 """The buffer that writes read AuditEvents off the request path, in batches.
 
 A read records its events here (a list append under a lock) and returns; a daemon thread
-per process writes what has gathered every `flush_seconds` (default 1 s), one transaction per
-tenant. The loss window is bounded and documented (docs/operations.md "Audit trail"):
+per process writes what has gathered every `flush_seconds` (default 1 s): batches of up to
+`BATCH` events, each one transaction (`COPY` per tenant into the trail's narrow table on
+PostgreSQL, app/store/audit_log.py). The loss window is bounded and documented
+(docs/operations.md "Audit trail"):
 
 - a worker killed without a chance to exit (SIGKILL, OOM, power) loses at most the reads of
   the last `flush_seconds` it served; a clean exit (gunicorn's graceful stop, SIGTERM) flushes
@@ -111,11 +113,9 @@ class AuditTrail:
         for record in batch:
             by_tenant[record.tenant_id].append(record)
         n = 0
-        for tenant, records in by_tenant.items():
-            with self._database.connect() as conn, conn.begin():
-                repo = Repository(conn, tenant)
-                n += write_records(repo, records)
-                repo.flush()
+        with self._database.connect() as conn, conn.begin():  # one transaction, all tenants
+            for tenant, records in by_tenant.items():
+                n += write_records(Repository(conn, tenant), records)
         metrics.audit_written(n)
         return n
 

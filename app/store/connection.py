@@ -24,7 +24,9 @@ from app.store.statements import (
     FETCH_MANY,
     INSERT,
     PG_FLUSH,
+    PG_FLUSH_AUDITED,
     WRITE_ORDER,
+    A,
     R,
     driver_statement,
     fetch_many_sql,
@@ -81,23 +83,32 @@ class StoreConnection:
                 cur.execute(sql, params, prepare=True)
                 return cur.fetchall()
         except Exception as exc:
-            dialect = conn.dialect
-            if not isinstance(exc, dialect.loaded_dbapi.Error):
+            error = self._driver_error(exc, sql, params)
+            if error is exc:
                 raise
-            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
-            if lost and not conn.invalidated:
-                # As SQLAlchemy's own handler does: a lost connection means the server went
-                # away, so every pooled connection is suspect (the pool replaces them all).
-                conn.engine.pool._invalidate(conn.connection, exc)
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                sql,
-                params,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
+            raise error from exc
+
+    def _driver_error(self, exc: Exception, sql: str, params: Any) -> Exception:
+        """A psycopg error of a statement run on the driver, as SQLAlchemy would raise it
+        (`DBAPIError`, the connection invalidated when it was lost); anything else as is."""
+        conn = self.conn
+        dialect = conn.dialect
+        if not isinstance(exc, dialect.loaded_dbapi.Error):
+            return exc
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost and not conn.invalidated:
+            # As SQLAlchemy's own handler does: a lost connection means the server went
+            # away, so every pooled connection is suspect (the pool replaces them all).
+            conn.engine.pool._invalidate(conn.connection, exc)
+            conn.invalidate(exc)
+        return DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        )
 
     def _fetch(self, stmt: Any, binds: dict[str, Any]) -> list[StoredResource]:
         """`RAW_ROW` rows of a prebuilt statement: on PostgreSQL on the driver (its
@@ -116,7 +127,7 @@ class StoreConnection:
             return
         pending, self._pending = self._pending, defaultdict(list)
         if self._postgresql:
-            PG_FLUSH.execute(self.conn, pending)
+            (PG_FLUSH_AUDITED if A in pending else PG_FLUSH).execute(self.conn, pending)
             return
         for table in WRITE_ORDER:
             rows = pending.get(table)

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain.clock import format_instant, utcnow
 from app.errors import VersionConflict
+from app.store.audit_log import AUDIT_EVENT, AuditLog
 from app.store.conditional_keys import ConditionalKeys
 from app.store.listing import NumberedPages
 from app.store.records import IdTaken, StoredResource
@@ -62,11 +63,13 @@ from app.store.statements import (
 )
 
 
-class Repository(NumberedPages, ConditionalKeys):
+class Repository(NumberedPages, ConditionalKeys, AuditLog):
     # ---------------------------------------------------------------- reads
     def read(
         self, resource_type: str, rid: str, *, for_update: bool = False
     ) -> StoredResource | None:
+        if resource_type == AUDIT_EVENT:  # not a stored resource: the trail's own table
+            return self.read_audit_event(rid)
         key = (self.patient_scope is not None, for_update)
         rows = self._fetch(READ[key], self._binds(resource_type, rid))
         if not rows:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     bindparam,
     false,
@@ -75,8 +76,9 @@ class ResourceSearch(StoreConnection):
         wanted = {k: v for k, v in binds.items() if not k.startswith(("b_cursor", "b_limit"))}
         return int(self._execute(stmt, wanted).scalar_one())
 
-    def _count(self, where: list[ColumnElement[bool]]) -> int:
-        return int(self._execute(select(func.count()).select_from(R).where(*where)).scalar_one())
+    def _count(self, where: list[ColumnElement[bool]], table: Table = R) -> int:
+        stmt = select(func.count()).select_from(table).where(*where)
+        return int(self._execute(stmt).scalar_one())
 
     def search_all(self, query: SearchQuery, *, page_size: int = 1000) -> list[StoredResource]:
         """Every match, following keyset pages to the end: for checks that must see all of
@@ -91,9 +93,19 @@ class ResourceSearch(StoreConnection):
                 return found
             query.cursor = page.next_cursor
 
-    def _page(self, query: SearchQuery, where: list[ColumnElement[bool]]) -> SearchPage:
+    def _page(
+        self,
+        query: SearchQuery,
+        where: list[ColumnElement[bool]],
+        *,
+        table: Table = R,
+        columns: Sequence[Any] = RAW_ROW,
+        sort_col: Any = None,
+        to_resource: Callable[[Any], StoredResource] | None = None,
+    ) -> SearchPage:
         """One page by keyset; with `total`, the count rides along as a scalar subquery of
-        the same statement (one round trip, one snapshot)."""
+        the same statement (one round trip, one snapshot). Another table than `resources`
+        (the audit trail's) names its columns, sort column and row conversion (`_paged`)."""
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction == "prev"
         after = None
@@ -106,14 +118,22 @@ class ResourceSearch(StoreConnection):
             with_total=query.with_total,
             after=after,
             limit=query.count + 1,
+            table=table,
+            columns=columns,
+            sort_col=sort_col,
         )
         rows = self._execute(stmt).all()
-        return self._finish_page(query, rows, lambda: self._count(where))
+        return self._finish_page(query, rows, lambda: self._count(where, table), to_resource)
 
     def _finish_page(
-        self, query: SearchQuery, rows: list[Any], count: Callable[[], int]
+        self,
+        query: SearchQuery,
+        rows: list[Any],
+        count: Callable[[], int],
+        to_resource: Callable[[Any], StoredResource] | None = None,
     ) -> SearchPage:
-        """Rows (at most one more than a page, with `total` when asked) → SearchPage."""
+        """Rows (at most one more than a page, with `total` when asked) → SearchPage;
+        `to_resource` turns a row into a resource (default: a `RAW_ROW` row, `_row`)."""
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction == "prev"
         total = None
@@ -121,7 +141,7 @@ class ResourceSearch(StoreConnection):
             # No row, no count: zero unless a cursor has walked past the last match.
             total = rows[0].total if rows else (count() if cursor else 0)
         more = len(rows) > query.count
-        found = [self._row(r) for r in rows[: query.count]]
+        found = [(to_resource or self._row)(r) for r in rows[: query.count]]
         if backwards:
             found.reverse()
         has_next = more if not backwards else True
@@ -371,23 +391,30 @@ def _paged(
     with_total: bool,
     after: tuple[Any, Any] | None,
     limit: Any,
+    table: Table = R,
+    columns: Sequence[Any] = RAW_ROW,
+    sort_col: Any = None,
 ) -> Select[Any]:
     """One keyset page: the rows after (sort key, id) in the wanted order, and with `total`
-    the count as a scalar subquery of the same statement (one round trip, one snapshot)."""
-    sort_col = R.c[sort_column]
-    stmt: Select[Any] = select(*RAW_ROW).where(*where)
+    the count as a scalar subquery of the same statement (one round trip, one snapshot).
+    The resource table by default; another table (the audit trail's) names its `columns`
+    and the column behind `sort_column`."""
+    id_col = table.c.id
+    if sort_col is None:
+        sort_col = table.c[sort_column]
+    stmt: Select[Any] = select(*columns).where(*where)
     if with_total:
-        count = select(func.count()).select_from(R).where(*where).scalar_subquery()
+        count = select(func.count()).select_from(table).where(*where).scalar_subquery()
         stmt = stmt.add_columns(count.label("total"))
     if after is not None:
         key, rid = after
         if sort_column == "id":
-            cond = R.c.id < rid if descending else R.c.id > rid
+            cond = id_col < rid if descending else id_col > rid
         else:
-            left, right = sql_tuple(sort_col, R.c.id), sql_tuple(key, rid)
+            left, right = sql_tuple(sort_col, id_col), sql_tuple(key, rid)
             cond = left < right if descending else left > right
         stmt = stmt.where(cond)
-    order = [sort_col.desc(), R.c.id.desc()] if descending else [sort_col.asc(), R.c.id.asc()]
+    order = [sort_col.desc(), id_col.desc()] if descending else [sort_col.asc(), id_col.asc()]
     if sort_column == "id":
         order = order[:1]
     return stmt.order_by(*order).limit(limit)

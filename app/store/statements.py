@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.store.pg_flush import FlushStatement
 from app.store.tables import (
+    AuditEventRow,
     ConditionalKeyRow,
     DateIndexRow,
     ReferenceIndexRow,
@@ -48,9 +49,11 @@ REF = cast(Table, ReferenceIndexRow.__table__)
 DT = cast(Table, DateIndexRow.__table__)
 STR = cast(Table, StringIndexRow.__table__)
 CK = cast(Table, ConditionalKeyRow.__table__)
+A = cast(Table, AuditEventRow.__table__)
 INDEX_TABLES = (TOK, REF, DT, STR)
 #: Flush order: the same for every transaction, so concurrent writers lock tables alike.
-WRITE_ORDER = (R, V, TOK, REF, DT, STR)
+#: A write's audit events (`A`) go out in the same statement as the write.
+WRITE_ORDER = (R, V, TOK, REF, DT, STR, A)
 #: Each index table's value columns, in IndexValues' tuple order.
 INDEX_COLUMNS: dict[Table, tuple[str, str, str]] = {
     TOK: ("param", "system", "code"),
@@ -227,7 +230,10 @@ def _expanded(stmt: Any, lists: tuple[tuple[str, int, int], ...]) -> tuple[str, 
 
 
 INSERT = {t: insert(t) for t in WRITE_ORDER}
-PG_FLUSH = FlushStatement(WRITE_ORDER)
+#: Two fixed statements, each prepared once: without audit rows (a write outside any
+#: audited request: seeding, imports) the audit table is not named at all.
+PG_FLUSH = FlushStatement(WRITE_ORDER[:-1])
+PG_FLUSH_AUDITED = FlushStatement(WRITE_ORDER)
 CLAIM_KEY = {
     # An INSERT's rowcount is only kept on request (SQLAlchemy 2.x `preserve_rowcount`).
     "postgresql": pg_insert(CK).on_conflict_do_nothing().execution_options(preserve_rowcount=True),

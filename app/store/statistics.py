@@ -36,6 +36,7 @@ TABLES = (
     "sp_date",
     "sp_string",
     "conditional_keys",
+    "audit_events",
 )
 #: Stale: the table has grown by more than this many pages (8 kB) plus this fraction of its
 #: size at the last ANALYZE (`pg_class.relpages`) — autovacuum's default rule (50 rows +

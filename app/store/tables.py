@@ -9,6 +9,8 @@ Only `app/store/repository.py` issues queries against these tables.
   parameters (HAPI's HFJ_SPIDX_* idea), one row per extracted value.
 - `conditional_keys`: a unique key per conditional create, so racing `If-None-Exist`
   requests cannot create two resources (HAPI's HFJ_RES_SEARCH_URL idea).
+- `audit_events`: the access audit trail, append-only, one narrow row per event
+  (app/domain/audit_events.py builds the FHIR AuditEvent on read; docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -142,6 +144,37 @@ class ConditionalKeyRow(Base):
     #: For client mutation keys: a hash of the request payload, so a resubmission after a
     #: cache flush can be told apart from a different request reusing the key.
     payload_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEventRow(Base):
+    """One access audit event. The columns are what `AuditEvent?…` searches filter on;
+    the rest is `detail` (short-keyed JSON, `AuditFacts.details`). Three indexes: the key
+    (read by id, default order: ids are ULIDs, so time-ordered), the patient's events by
+    date (the accounting of disclosures, and every PATIENT's view) and a user's events by
+    date; plus `recorded` for date-only searches and pruning, a BRIN range summary on
+    PostgreSQL (a few pages, nothing per row: rows arrive in `recorded` order)."""
+
+    __tablename__ = "audit_events"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(1), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(1), nullable=False)
+    #: Unbounded: they come from tokens and request paths, and an event must never be
+    #: refused for a long value (a write's event would fail the write).
+    interaction: Mapped[str] = mapped_column(String, nullable=False)
+    endpoint: Mapped[str | None] = mapped_column(String)
+    agent_system: Mapped[str] = mapped_column(String, nullable=False)
+    agent: Mapped[str] = mapped_column(String, nullable=False)
+    client: Mapped[str] = mapped_column(String, nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+
+    __table_args__ = (
+        Index("ix_audit_events_patient", "tenant_id", "patient_id", "recorded"),
+        Index("ix_audit_events_agent", "tenant_id", "agent", "recorded"),
+        Index("ix_audit_events_recorded", "recorded", postgresql_using="brin"),
+    )
 
 
 metadata = Base.metadata

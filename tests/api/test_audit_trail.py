@@ -238,3 +238,36 @@ def test_a_legacy_list_is_one_query_event_naming_the_orders_it_returned(
     assert {f"ServiceRequest/{fhir_id(o['orderId'])}" for o in (first, second)} <= refs
     query = next(e for e in event["entity"] if e["role"]["code"] == "24")
     assert base64.b64decode(query["query"]).decode() == f"patientId={pid}"
+
+
+def test_audit_events_page_by_date_with_totals_and_stay_immutable(
+    client: FlaskClient, api: LegacyApi
+) -> None:
+    """The trail's own table pages like any search: `_count`, `total`, `_sort`, next links
+    that walk every event once; and no interaction changes an event (405)."""
+    pid, eid = api.admitted()
+    order = api.created(lab(pid, eid))
+    nurse = api.as_role("NURSE", sub="n-paging")
+    for _ in range(3):
+        assert client.get(f"/api/v1/orders/{order['orderId']}", headers=nurse).status_code == 200
+    url = f"{AUDIT}?agent=n-paging&_sort=-date&_count=2"
+    seen: list[dict[str, Any]] = []
+    while url:
+        r = client.get(url, headers=api.admin)
+        assert r.status_code == 200, r.get_json()
+        bundle = r.get_json()
+        assert bundle["total"] == 3
+        seen += [e["resource"] for e in bundle.get("entry", [])]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), "")
+        url = url.split("/fhir/R4", 1)[-1] and f"/fhir/R4{url.split('/fhir/R4', 1)[-1]}"
+    assert len({e["id"] for e in seen}) == 3
+    recorded = [e["recorded"] for e in seen]
+    assert recorded == sorted(recorded, reverse=True)
+    r = client.get(f"{AUDIT}?agent=n-paging&_summary=count", headers=api.admin)
+    assert r.get_json()["total"] == 3
+    one = seen[0]
+    assert client.get(f"{AUDIT}/{one['id']}", headers=api.admin).get_json() == one
+    fhir_headers = {**api.admin, "Content-Type": "application/fhir+json"}
+    assert client.delete(f"{AUDIT}/{one['id']}", headers=fhir_headers).status_code == 405
+    assert client.patch(f"{AUDIT}/{one['id']}", json=[], headers=fhir_headers).status_code == 405
+    assert client.get(f"{AUDIT}/{one['id']}", headers=api.admin).status_code == 200

@@ -1,0 +1,162 @@
+"""The access audit trail's table: append, read by id, search (`AuditEvent?…`).
+
+AuditEvents are not stored as resources: one narrow row per event in `audit_events`
+(tables.py; docs/decisions.md), written three ways:
+
+- a write's events join the write's deferred inserts (`defer_audit_events`), so they
+  commit with it, in the same one-statement flush;
+- buffered read events are appended in bulk by the flusher (`append_audit_events`): on
+  PostgreSQL with `COPY … FROM STDIN` (psycopg 3 `cursor.copy`), no statement to parse, no
+  per-row parameters; on SQLite one executemany;
+- nothing updates or deletes them (the FHIR face refuses; pruning is the operator's,
+  docs/operations.md "Audit trail").
+
+Reads build the FHIR AuditEvent from the row (`app.domain.audit_events.to_fhir`); searches
+take the same parsed `SearchQuery` as resources, with the same paging, `_count`, totals and
+cursors (`ResourceSearch._page` machinery), answered from the table's own columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
+
+from app.domain.audit_events import CLIENT_SYSTEM, ENDPOINT, INTERACTION, AuditFacts, to_fhir
+from app.store.records import SearchPage, StoredResource
+from app.store.search.query import Criterion, SearchQuery, TokenValue
+from app.store.searching import ResourceSearch, _point_cond
+from app.store.statements import INSERT, A
+
+AUDIT_EVENT = "AuditEvent"
+COLUMNS = tuple(c.name for c in A.columns)
+COPY_SQL = f"COPY {A.name} ({', '.join(COLUMNS)}) FROM STDIN"
+#: Both date sorts are `recorded`: an event is stored once, when it is recorded.
+SORT_COLUMNS = {"id": A.c.id, "last_updated": A.c.recorded, "sort_date": A.c.recorded}
+
+
+def audit_row(facts: AuditFacts) -> dict[str, Any]:
+    return {**facts.columns(), "detail": facts.details()}
+
+
+class AuditLog(ResourceSearch):
+    # ---------------------------------------------------------------- writes
+    def defer_audit_events(self, events: Iterable[AuditFacts]) -> None:
+        """Add events to this unit of work's deferred inserts (they commit with it)."""
+        self._writable()
+        self._pending[A] += [audit_row(self._own(e)) for e in events]
+
+    def append_audit_events(self, events: Iterable[AuditFacts]) -> int:
+        """Write events now, in bulk (the read-event flusher's path); the caller commits."""
+        self._writable()
+        rows = [audit_row(self._own(e)) for e in events]
+        if not rows:
+            return 0
+        if self._pending:
+            self.flush()
+        if not self._postgresql:
+            self.conn.execute(INSERT[A], rows)
+            return len(rows)
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        try:
+            with driver.cursor() as cur, cur.copy(COPY_SQL) as copy:
+                for row in rows:
+                    row["detail"] = orjson.dumps(row["detail"]).decode()
+                    copy.write_row(tuple(row[c] for c in COLUMNS))
+        except Exception as exc:
+            error = self._driver_error(exc, COPY_SQL, None)
+            if error is exc:
+                raise
+            raise error from exc
+        return len(rows)
+
+    def _own(self, facts: AuditFacts) -> AuditFacts:
+        if facts.tenant_id != self.tenant_id:  # a bug, never data: every row names its tenant
+            raise ValueError(f"an event of tenant {facts.tenant_id!r} in {self.tenant_id!r}")
+        return facts
+
+    # ---------------------------------------------------------------- reads
+    def read_audit_event(self, rid: str) -> StoredResource | None:
+        where = [*self._audit_scope(), A.c.id == rid]
+        row = self._execute(select(A).where(*where)).first()
+        return None if row is None else _resource(row)
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        if query.resource_type != AUDIT_EVENT:
+            return super().search(query)
+        where = self._audit_scope() + [_criterion(c) for c in query.criteria]
+        if query.summary_count:
+            return SearchPage([], self._count(where, A), None, None)
+        return self._page(
+            query,
+            where,
+            table=A,
+            columns=tuple(A.c),
+            sort_col=SORT_COLUMNS[query.sort_column],
+            to_resource=_resource,
+        )
+
+    def _audit_scope(self) -> list[ColumnElement[bool]]:
+        where = [A.c.tenant_id == self.tenant_id]
+        if self.patient_scope is not None:  # a PATIENT sees the events about themselves
+            where.append(A.c.patient_id == self.patient_scope)
+        return where
+
+
+def _resource(row: Any) -> StoredResource:
+    columns = {c: getattr(row, c) for c in AuditFacts.COLUMNS}
+    facts = AuditFacts.with_details(row.detail or {}, **columns)
+    return StoredResource(
+        AUDIT_EVENT,
+        facts.id,
+        1,
+        facts.recorded,
+        to_fhir(facts),
+        facts.patient_id,
+        facts.recorded,
+    )
+
+
+# ------------------------------------------------------------------ criteria → columns
+#: Each token parameter's codings: (system, column). The token index held these values.
+TOKENS: dict[str, tuple[tuple[Any, Any], ...]] = {
+    "action": (("", A.c.action),),
+    "outcome": (("", A.c.outcome),),
+    "subtype": ((INTERACTION, A.c.interaction), (ENDPOINT, A.c.endpoint)),
+    "agent": ((A.c.agent_system, A.c.agent), (CLIENT_SYSTEM, A.c.client)),
+}
+
+
+def _criterion(c: Criterion) -> ColumnElement[bool]:
+    if c.kind == "id":
+        return A.c.id.in_(c.values)
+    if c.kind == "lastUpdated":
+        return and_(*[_point_cond(A.c.recorded, v) for v in c.values])
+    if c.kind == "date":  # an instant's indexed range [t, t + 1 µs) is the point t
+        return or_(*[_point_cond(A.c.recorded, v) for v in c.values])
+    if c.kind == "reference":
+        ids = [v.id for v in c.values if v.type in (None, "Patient")]
+        return A.c.patient_id.in_(ids) if ids else false()
+    if c.kind == "token" and c.name in TOKENS:
+        return or_(false(), *[_token(TOKENS[c.name], v) for v in c.values])
+    raise ValueError(f"AuditEvent has no search parameter {c.name!r}")
+
+
+def _token(codings: tuple[tuple[Any, Any], ...], v: TokenValue) -> ColumnElement[bool]:
+    """A value matches a coding when the code and (if given) the system are equal, as the
+    token index matched them (`system|code`, `code`, `system|`)."""
+    matches: list[ColumnElement[bool]] = []
+    for system, column in codings:
+        parts: list[ColumnElement[bool]] = []
+        if v.system is not None:
+            if isinstance(system, str):
+                if system != v.system:
+                    continue
+            else:
+                parts.append(system == v.system)
+        parts.append(column == v.code if v.code is not None else column.is_not(None))
+        matches.append(and_(true(), *parts))
+    return or_(false(), *matches)

@@ -84,6 +84,10 @@ class AuditLog(ResourceSearch):
         row = self._execute(select(A).where(*where)).first()
         return None if row is None else _resource(row)
 
+    def existing_audit_events(self, ids: Iterable[str]) -> set[str]:
+        where = [*self._audit_scope(), A.c.id.in_(sorted(ids))]
+        return set(self._execute(select(A.c.id).where(*where)).scalars())
+
     def search(self, query: SearchQuery) -> SearchPage:
         if query.resource_type != AUDIT_EVENT:
             return super().search(query)

@@ -152,6 +152,9 @@ class Repository(NumberedPages, ConditionalKeys, AuditLog):
         found: set[tuple[str, str]] = set()
         scoped = self.patient_scope is not None
         for rtype, ids in by_type.items():
+            if rtype == AUDIT_EVENT:  # a reference to an event of the trail
+                found.update((rtype, rid) for rid in self.existing_audit_events(ids))
+                continue
             binds = {**self._binds(rtype), "b_ids": sorted(ids)}
             rows = self._execute(EXISTING[scoped], binds).all()
             found.update((rtype, r.id) for r in rows)

@@ -128,8 +128,12 @@ def test_0007_moves_stored_audit_events_into_the_narrow_table(engine: Engine) ->
             d["meta"].pop("lastUpdated")
         assert moved == doc
     with engine.connect() as conn:
-        read = Repository(conn, TENANT, read_only=True).read("AuditEvent", "audit-01JDFAIL")
+        repo = Repository(conn, TENANT, read_only=True)
+        read = repo.read("AuditEvent", "audit-01JDFAIL")
+        # A reference to a moved event still resolves (reference checks ask `existing`).
+        refs = repo.existing([("AuditEvent", "audit-01JDREAD"), ("AuditEvent", "gone")])
     assert read is not None and read.content["outcomeDesc"] == "ORDER_TERMINAL_STATE"
+    assert refs == {("AuditEvent", "audit-01JDREAD")}
 
     def ids(*params: tuple[str, str]) -> list[str]:
         return sorted(doc["id"] for doc in _search(engine, list(params)))

@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     counter: Counter_ | None = None
     audit_results: dict[tuple[str, str], PhaseResult] = {}
     audit_in_process: dict[str, tuple[float, float]] = {}
+    audit_flush: dict[str, tuple[float, float]] = {}
     events_report: list[str] = []
     started = time.perf_counter()
     try:
@@ -619,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
                 TENANT,
                 {k: v for k, v in every.items() if k in args.phase_list},
             )
+            audit_flush = audit_cost.flush_cost(
+                settings, TENANT, [p for p in audit_cost.READ_PHASES if p in args.phase_list]
+            )
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the server", file=sys.stderr)
         return 130
@@ -652,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         print(audit_table)
     if audit_in_process:
         print(in_process_table)
+    if audit_flush:
+        print(audit_cost.report_flush(audit_flush, audit_in_process))
         print(
             "  (machine shared with other work during the run: compare the two columns of a "
             "row, measured minutes apart, not rows of different runs)"
@@ -685,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
                     "phases": [results[p].summary() for p in args.phase_list if p in results],
                     "targets": checks,
                     "audit_cost": audit_checks,
+                    "audit_flush_ms_per_event": {
+                        phase: {"cpu": cpu, "wall": wall}
+                        for phase, (cpu, wall) in audit_flush.items()
+                    },
                     "rss_trace": rss_trace,
                     "round_trips": {
                         k: {

@@ -8,13 +8,10 @@ and no resource or index row of the type is left. One database per backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, func, select
 
 from app.domain.audit_events import AuditFacts, to_fhir

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from app.domain.clock import format_instant, parse_range
 
-BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit"
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
 ENDPOINT = "urn:orders-service:endpoint"
@@ -35,6 +35,9 @@ SUB_SYSTEM = "urn:orders-service:token-sub"
 SERVER = "orders-service"
 #: BALP profile per kind of event.
 PROFILES = {"C": "Create", "U": "Update", "R": "Read", "E": "Query"}
+#: Until 2026-12 events named their profile without the dot (`IHE.BasicAuditQuery`), unlike
+#: the CapabilityStatement and BALP itself; such a stored event is the same event.
+_UNDOTTED = {f"{BALP[:-1]}{name}": f"{BALP}{name}" for name in PROFILES.values()}
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,8 @@ def from_fhir(tenant_id: str, doc: dict[str, Any], patient_id: str | None) -> Au
 def _same(built: dict[str, Any], doc: dict[str, Any]) -> bool:
     def without_updated(d: dict[str, Any]) -> dict[str, Any]:
         meta = {k: v for k, v in (d.get("meta") or {}).items() if k != "lastUpdated"}
+        if isinstance(meta.get("profile"), list):
+            meta["profile"] = [_UNDOTTED.get(p, p) for p in meta["profile"]]
         return {**d, "meta": meta}
 
     return without_updated(built) == without_updated(doc)

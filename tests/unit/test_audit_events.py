@@ -5,7 +5,10 @@ cannot rebuild is kept whole rather than changed."""
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from app.domain.audit_events import AuditFacts, from_fhir, to_fhir
 
@@ -33,10 +36,9 @@ QUERY = AuditFacts(
 
 def test_a_query_event_has_the_balp_query_shape() -> None:
     doc = to_fhir(QUERY)
-    # As served since the trail began (the CapabilityStatement lists `IHE.BasicAudit.Query`:
-    # a known mismatch, kept so stored and new events read alike).
+    # The profile the CapabilityStatement lists (BALP's canonical URL, with the dot).
     assert doc["meta"] == {
-        "profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAuditQuery"],
+        "profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Query"],
         "versionId": "1",
         "lastUpdated": "2026-12-01T08:00:00.005Z",
     }
@@ -55,6 +57,15 @@ def test_a_query_event_has_the_balp_query_shape() -> None:
     assert "outcomeDesc" not in doc
 
 
+def test_every_profile_served_is_one_the_capability_statement_lists() -> None:
+    capability = json.loads(
+        (Path(__file__).parents[2] / "capability" / "CapabilityStatement.json").read_text()
+    )
+    (audit,) = [r for r in capability["rest"][0]["resource"] if r["type"] == "AuditEvent"]
+    served = {to_fhir(replace(QUERY, action=a))["meta"]["profile"][0] for a in "CURE"}
+    assert served == set(audit["supportedProfile"])
+
+
 def test_from_fhir_inverts_to_fhir() -> None:
     doc = to_fhir(QUERY)
     back = from_fhir("t1", doc, "pat-1")
@@ -67,6 +78,20 @@ def test_from_fhir_inverts_to_fhir() -> None:
         "qtype": "",
         "rid": "r-1",
     }
+
+
+def test_an_event_stored_with_the_undotted_profile_comes_apart_into_facts() -> None:
+    """Events written before the profile URL was corrected (`IHE.BasicAuditQuery`) are this
+    server's own shape: the migration keeps their facts, and they are served corrected."""
+    doc = to_fhir(QUERY)
+    doc["meta"]["profile"] = [
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAuditQuery"
+    ]
+    back = from_fhir("t1", doc, "pat-1")
+    assert back == QUERY and back.stored is None
+    assert to_fhir(back)["meta"]["profile"] == [
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Query"
+    ]
 
 
 def test_a_document_it_cannot_rebuild_is_kept_whole() -> None:

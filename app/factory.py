@@ -13,6 +13,7 @@ from app.fhir import routes as fhir_routes
 from app.front_door import routes as front_door
 from app.legacy_api import routes as legacy_routes
 from app.runtime import Runtime
+from app.services import outbox
 from app.settings import DEV_MODE_WARNING, Settings
 from app.web import errors, headers
 from app.web import metrics as metrics_endpoint
@@ -37,7 +38,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     observability.init_app(app)
     runtime = Runtime.build(settings)
     app.extensions["orders"] = runtime
-    metrics_endpoint.init_app(app, runtime.cache.ping if settings.redis_url else None)
+    metrics_endpoint.init_app(
+        app,
+        runtime.cache.ping if settings.redis_url else None,
+        lambda: outbox.backlog(runtime.database),
+    )
     errors.init_app(app, max_body_bytes=settings.max_body_bytes)
     health.init_app(app)
     fhir_routes.init_app(app)

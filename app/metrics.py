@@ -24,6 +24,8 @@ from sqlalchemy import Engine, event
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Delivery lag: a healthy worker delivers in tens of milliseconds; retries take minutes.
+LAG_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
 
 @dataclass
@@ -39,6 +41,9 @@ class _Metrics:
     audit_written: Any
     audit_dropped: Any
     audit_buffered: Any
+    outbox_depth: Any
+    outbox_oldest: Any
+    delivery_lag: Any
     multiprocess: bool
 
     @classmethod
@@ -103,6 +108,21 @@ class _Metrics:
                 "Read AuditEvents waiting to be written",
                 multiprocess_mode="livesum",
             ),
+            outbox_depth=prom.Gauge(
+                "orders_subscription_events_undelivered",
+                "Subscription events not yet delivered (staged or numbered), all tenants",
+                multiprocess_mode="mostrecent",
+            ),
+            outbox_oldest=prom.Gauge(
+                "orders_subscription_oldest_undelivered_seconds",
+                "Age of the oldest undelivered subscription event (0: none)",
+                multiprocess_mode="mostrecent",
+            ),
+            delivery_lag=prom.Histogram(
+                "orders_subscription_delivery_lag_seconds",
+                "From an event's commit to its receiver's 2xx, per event delivered",
+                buckets=LAG_BUCKETS,
+            ),
             multiprocess=multiprocess,
         )
 
@@ -121,6 +141,21 @@ def scrape() -> tuple[bytes, str]:
     else:
         registry = prom.REGISTRY
     return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
+
+
+def set_outbox(depth: int, oldest_seconds: float) -> None:
+    """Set at scrape time from the database (any process may serve the scrape)."""
+    m = _get()
+    m.outbox_depth.set(depth)
+    m.outbox_oldest.set(oldest_seconds)
+
+
+def delivered(lags_seconds: list[float]) -> None:
+    """The delivery worker's 2xx: one observation per event it carried. The worker writes
+    to the same `PROMETHEUS_MULTIPROC_DIR` as the server to show up in its `/metrics`."""
+    m = _get()
+    for lag in lags_seconds:
+        m.delivery_lag.observe(max(lag, 0.0))
 
 
 def set_redis_up(up: bool) -> None:

@@ -47,7 +47,7 @@ from app.services import audit
 from app.services.order_sets import OrderSetService
 from app.services.orders import OrderService
 from app.services.resources import ResourceService, WriteResult
-from app.services.subscriptions import SubscriptionService
+from app.services.subscriptions import SubscriptionService, number_committed
 from app.services.unit_of_work import UnitOfWork
 from app.services.writes import ResourceWrites
 from app.store import StoredResource
@@ -71,6 +71,8 @@ class FhirServices:
     orders: Callable[[UnitOfWork], OrderService]
     order_sets: Callable[[UnitOfWork], OrderSetService]
     subscriptions: Callable[[UnitOfWork], SubscriptionService] | None = None
+    #: Number a subscription's committed staged events before `$status`/`$events` read.
+    number_events: Callable[[Principal, str], None] | None = None
 
     @classmethod
     def over(
@@ -86,6 +88,7 @@ class FhirServices:
             orders=lambda uow: OrderService(uow, engine),
             order_sets=lambda uow: OrderSetService(uow, engine),
             subscriptions=lambda uow: SubscriptionService(uow, policy),
+            number_events=lambda principal, rid: number_committed(database, principal, rid),
         )
 
 
@@ -330,13 +333,21 @@ class FhirRouter:
 
     def subscription_status(self, req: FhirRequest) -> FhirResponse:
         """`Subscription/[id]/$status` (backport IG OperationDefinition of that name)."""
+        self._number(req)
         with self.uow(req) as uow:
             return subscription_ops.status(req, self._subscriptions(uow))
 
     def subscription_events(self, req: FhirRequest) -> FhirResponse:
         """`Subscription/[id]/$events`: catch up by event number (backport IG)."""
+        self._number(req)
         with self.uow(req) as uow:
             return subscription_ops.events(req, self._subscriptions(uow))
+
+    def _number(self, req: FhirRequest) -> None:
+        """Inside a transaction Bundle the enclosing transaction reads what it sees."""
+        if req.uow is None and self.services.number_events is not None:
+            assert req.principal is not None
+            self.services.number_events(req.principal, req.segments[1])
 
     def _subscriptions(self, uow: UnitOfWork) -> SubscriptionService:
         assert self.services.subscriptions is not None, "FhirServices.over provides it"

@@ -1,8 +1,10 @@
 """Delivering subscription notifications: one step of the worker (app/worker).
 
-A step claims one subscription with work due (`DeliveryQueue.claim`, FOR UPDATE SKIP
-LOCKED), sends one POST — a handshake while `requested`, else up to `max_count` undelivered
-events in number order, else a heartbeat when due — and records the outcome:
+A step first numbers the events order writes staged since the last step (`number_events`,
+one short transaction per subscription), then claims one subscription with work due
+(`DeliveryQueue.claim`, FOR UPDATE SKIP LOCKED), sends one POST — a handshake while
+`requested`, else up to `max_count` undelivered events in number order, else a heartbeat
+when due — and records the outcome:
 
 - 2xx: `delivered_through` moves to the last event sent; a handshake makes it `active`;
 - anything else (a timeout, a refused connection, a redirect, a 4xx/5xx): the events stay
@@ -28,12 +30,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from app import metrics
 from app.auth import Principal
 from app.db import Database
 from app.domain.clock import utcnow
 from app.domain.endpoints import EndpointPolicy
 from app.services import provenance
 from app.services.notifications import notification_bundle, status_parameters
+from app.services.outbox import number_events
 from app.store import DeliveryQueue, EventStore, Repository, StoredResource
 
 WORKER_SUB = "orders-service-worker"
@@ -91,6 +95,10 @@ class Delivery:
 
     def run_once(self) -> bool:
         """One delivery step; False when nothing was due."""
+        numbered = number_events(self.database)
+        return self._deliver() or numbered > 0
+
+    def _deliver(self) -> bool:
         with self.database.engine.connect() as conn:
             with conn.begin() as tx:
                 job = self._prepare(conn, self.clock())
@@ -165,6 +173,7 @@ class Delivery:
             }
             if job.events:
                 values["delivered_through"] = int(job.events[-1].event_number)
+                metrics.delivered([(now - ev.occurred_at).total_seconds() for ev in job.events])
             queue.record(tenant, sid, **values)
             if row.status in ("requested", "error"):
                 self._set_status(conn, row, "active")

@@ -17,14 +17,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.auth import Principal
+from app.db import Database
 from app.domain import access
 from app.domain.clock import utcnow
 from app.domain.endpoints import EndpointPolicy
 from app.domain.fhir_models import validate_resource
 from app.domain.ids import new_id
 from app.domain.topics import Filter, load_topics, parse_filter
-from app.errors import Issue, ResourceNotFound, ValidationFailed, VersionConflict
+from app.errors import (
+    Issue,
+    ResourceNotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+    VersionConflict,
+)
 from app.services import provenance
+from app.services.outbox import number_events
 from app.services.resources import WriteResult
 from app.services.unit_of_work import UnitOfWork
 from app.store import StoredResource
@@ -70,6 +82,9 @@ class SubscriptionService:
         self.principal = uow.principal
         self.policy = policy
         self.store = uow.outbox.store
+        tenant, index = self.principal.tenant_id, uow.outbox.index
+        # Order writes in this process see the change at once (others within INDEX_SECONDS).
+        self._forget = lambda: index.invalidate(tenant)
 
     # ------------------------------------------------------------------ writes
     def create(
@@ -83,6 +98,7 @@ class SubscriptionService:
         rid = rid or new_id("Subscription")
         stored = provenance.write_new(self.repo, self.principal, "Subscription", rid, doc, reason)
         self.store.create_subscription(rid, {**config, "headers": headers}, utcnow())
+        self.uow.after_commit.append(self._forget)
         return stored
 
     def update(
@@ -117,6 +133,7 @@ class SubscriptionService:
             self.repo, self.principal, "Subscription", rid, doc, expected, reason
         )
         self.store.update_subscription(rid, {**config, "headers": headers, "status": status})
+        self.uow.after_commit.append(self._forget)
         return WriteResult(stored, created=False)
 
     def _config(
@@ -265,6 +282,17 @@ class SubscriptionService:
                     if found is not None:
                         focus[key] = found
         return view, rows, focus
+
+
+def number_committed(database: Database, principal: Principal, rid: str) -> None:
+    """Before `$status`/`$events`: number this subscription's committed staged events (in
+    their own short transaction), so the answer counts every committed change even when no
+    worker runs. Order writes stage events un-numbered (app/services/outbox.py)."""
+    access.require(principal, access.Permission.SUBSCRIPTION_MANAGE)
+    try:
+        number_events(database, (principal.tenant_id, rid))
+    except (DBAPIError, PoolTimeout) as exc:
+        raise ServiceUnavailable() from exc
 
 
 def _exts_all(exts: Any, url: str) -> list[Any]:

@@ -6,6 +6,7 @@ commits on success and rolls back on any exception, so a request writes all or n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
 
@@ -17,7 +18,7 @@ from app.auth import Principal
 from app.db import Database
 from app.errors import AppError, Issue, ServiceUnavailable, ValidationFailed, VersionConflict
 from app.services import audit
-from app.services.outbox import Outbox
+from app.services.outbox import Outbox, index_for
 from app.store import EventStore, Repository
 
 
@@ -39,6 +40,8 @@ class UnitOfWork:
         #: A FHIR transaction is all or nothing: no error keeps what its entries wrote, not
         #: even one that keeps a single request's findings (a blocked activation's alerts).
         self.all_or_nothing = False
+        #: Run once the transaction committed (e.g. forget a cached list of subscriptions).
+        self.after_commit: list[Callable[[], None]] = []
 
     def __enter__(self) -> UnitOfWork:
         try:
@@ -58,7 +61,9 @@ class UnitOfWork:
             patient_scope=self.principal.compartment,
             read_only=self.read_only,
         )
-        self.outbox = Outbox(EventStore(self.conn, self.principal.tenant_id))
+        self.outbox = Outbox(
+            EventStore(self.conn, self.principal.tenant_id), index_for(self._database)
+        )
         return self
 
     def __exit__(
@@ -80,6 +85,8 @@ class UnitOfWork:
                     # Events of this transaction's changes, in this transaction (outbox).
                     self.outbox.flush()
                     self._tx.commit()
+                    for hook in self.after_commit:
+                        hook()
                 except (DBAPIError, PoolTimeout) as err:
                     translated = _translate(err)
                     if translated is None:

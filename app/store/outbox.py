@@ -1,14 +1,16 @@
 """The subscription outbox: the only code that queries the outbox tables (outbox_tables.py).
 
 `EventStore` is bound to a tenant, like the repository, and used inside a unit of work:
-subscription configuration, and `append`, which numbers a subscription's new events by
-incrementing its `events_count` (`UPDATE … RETURNING`) in the order change's transaction —
-the row lock serialises writers per subscription until they commit, so numbers follow
-commit order, and a rollback takes its numbers back: no gaps, no event without its change.
+subscription configuration, and `stage`, which inserts a change's events for its matching
+subscriptions into `subscription_outbox` *un-numbered*, in the order change's transaction.
+It touches no shared row, so order writers never queue behind one another (they used to,
+on the subscription's counter row, until they committed: issue 14's benchmark).
 
-`DeliveryQueue` is the worker's view across tenants: claim one due subscription with
-`SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite ignores the clause and serialises
-writers anyway), read its undelivered events, record the outcome.
+`EventNumbering` gives staged events their numbers after they commit: per subscription,
+under that subscription's row lock, in a short transaction of its own (the worker, or
+`$status`/`$events`). `DeliveryQueue` is the worker's view across tenants: claim one due
+subscription with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite ignores the clause
+and serialises writers anyway), read its undelivered events, record the outcome.
 """
 
 from __future__ import annotations
@@ -19,25 +21,52 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Table, and_, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, literal, or_, select, update
 
-from app.store.outbox_tables import SubscriptionDeliveryRow, SubscriptionEventRow, SubscriptionRow
+from app.store.outbox_tables import (
+    SubscriptionDeliveryRow,
+    SubscriptionEventRow,
+    SubscriptionOutboxRow,
+    SubscriptionRow,
+)
 
 S = cast(Table, SubscriptionRow.__table__)
-#: PostgreSQL: increment the counter and insert the numbered events in one statement
-#: (parameters: count, tenant, subscription, count, events as JSON).
-PG_APPEND = """
-WITH c AS (
-  UPDATE subscriptions SET events_count = events_count + %s
-  WHERE tenant_id = %s AND id = %s RETURNING tenant_id, id, events_count
+O = cast(Table, SubscriptionOutboxRow.__table__)  # noqa: E741 (the outbox, as S/E/D)
+#: PostgreSQL: stage every (subscription, event) of a transaction in one statement, only for
+#: subscriptions not `off` now (the writer's list of subscriptions may be a second old).
+#: Identity values follow the ORDER BY, so one transaction's events keep their order.
+#: Parameters: tenant, rows as JSON.
+PG_STAGE = """
+INSERT INTO subscription_outbox (tenant_id, subscription_id, topic, focus_type, focus_id,
+                                 focus_version, occurred_at)
+SELECT s.tenant_id, s.id, e.topic, e.focus_type, e.focus_id, e.focus_version, e.occurred_at
+FROM jsonb_to_recordset(CAST(%s AS jsonb)) AS e(i bigint, sid text, topic text,
+     focus_type text, focus_id text, focus_version integer, occurred_at timestamptz)
+JOIN subscriptions s ON s.tenant_id = %s AND s.id = e.sid AND s.status <> 'off'
+ORDER BY e.i
+"""
+#: PostgreSQL: move a subscription's staged events (oldest first) to `subscription_events`
+#: with numbers base+1.., and set the counter, in one statement. Run only while holding the
+#: subscription's row lock, in a statement begun after taking it (so it sees every earlier
+#: numbering). Parameters: tenant, subscription, limit, base, base, tenant, subscription.
+PG_NUMBER = """
+WITH moved AS (
+  DELETE FROM subscription_outbox WHERE seq IN (
+    SELECT seq FROM subscription_outbox WHERE tenant_id = %s AND subscription_id = %s
+    ORDER BY seq LIMIT %s)
+  RETURNING seq, tenant_id, subscription_id, topic, focus_type, focus_id, focus_version,
+            occurred_at
+), numbered AS (
+  INSERT INTO subscription_events (tenant_id, subscription_id, event_number, topic,
+                                   focus_type, focus_id, focus_version, occurred_at)
+  SELECT tenant_id, subscription_id, %s + row_number() OVER (ORDER BY seq), topic,
+         focus_type, focus_id, focus_version, occurred_at
+  FROM moved
+  RETURNING 1
 )
-INSERT INTO subscription_events (tenant_id, subscription_id, event_number, topic, focus_type,
-                                 focus_id, focus_version, occurred_at)
-SELECT c.tenant_id, c.id, c.events_count - %s + e.i, e.topic, e.focus_type, e.focus_id,
-       e.focus_version, e.occurred_at
-FROM c, jsonb_to_recordset(CAST(%s AS jsonb)) AS e(i bigint, topic text, focus_type text,
-     focus_id text, focus_version integer, occurred_at timestamptz)
-RETURNING event_number
+UPDATE subscriptions SET events_count = %s + (SELECT count(*) FROM numbered)
+WHERE tenant_id = %s AND id = %s
+RETURNING events_count
 """
 E = cast(Table, SubscriptionEventRow.__table__)
 D = cast(Table, SubscriptionDeliveryRow.__table__)
@@ -106,55 +135,38 @@ class EventStore:
         return list(self.conn.execute(stmt))
 
     # ---------------------------------------------------------------- events
-    def append(self, sid: str, events: Sequence[NewEvent]) -> int:
-        """Number and store `events` for one subscription; returns the last number.
+    def stage(self, events: Sequence[tuple[str, NewEvent]]) -> None:
+        """Insert (subscription id, event) pairs un-numbered, in this order, for the
+        subscriptions that are not `off` when this statement runs.
 
-        The counter's row lock is held from here to the commit, so this is the last thing a
-        transaction does, and on PostgreSQL one statement (the increment and the inserts in
-        a data-modifying CTE): one round trip under the lock instead of two.
+        No row is updated, so concurrent writers never wait for one another here; the
+        numbers come after the commit (`EventNumbering`).
         """
+        rows = [
+            {
+                "i": i,
+                "sid": sid,
+                "topic": ev.topic,
+                "focus_type": ev.focus_type,
+                "focus_id": ev.focus_id,
+                "focus_version": ev.focus_version,
+                "occurred_at": ev.occurred_at,
+            }
+            for i, (sid, ev) in enumerate(events)
+        ]
         if self.conn.dialect.name == "postgresql":
-            doc = orjson.dumps(
-                [
-                    {
-                        "i": i + 1,
-                        "topic": ev.topic,
-                        "focus_type": ev.focus_type,
-                        "focus_id": ev.focus_id,
-                        "focus_version": ev.focus_version,
-                        "occurred_at": ev.occurred_at,
-                    }
-                    for i, ev in enumerate(events)
-                ]
-            ).decode()
-            numbers = self.conn.exec_driver_sql(
-                PG_APPEND, (len(events), self.tenant_id, sid, len(events), doc)
-            ).scalars()
-            return max(int(n) for n in numbers)
-        last = self.conn.execute(
-            update(S)
-            .where(self._sub(sid))
-            .values(events_count=S.c.events_count + len(events))
-            .returning(S.c.events_count)
-        ).scalar_one()
-        first = int(last) - len(events) + 1
-        self.conn.execute(
-            insert(E),
-            [
-                {
-                    "tenant_id": self.tenant_id,
-                    "subscription_id": sid,
-                    "event_number": first + i,
-                    "topic": ev.topic,
-                    "focus_type": ev.focus_type,
-                    "focus_id": ev.focus_id,
-                    "focus_version": ev.focus_version,
-                    "occurred_at": ev.occurred_at,
-                }
-                for i, ev in enumerate(events)
-            ],
-        )
-        return int(last)
+            doc = orjson.dumps(rows).decode()
+            self.conn.exec_driver_sql(PG_STAGE, (doc, self.tenant_id))
+            return
+        for row in rows:  # SQLite: the portable form, one statement per event
+            cols = ("topic", "focus_type", "focus_id", "focus_version", "occurred_at")
+            values = [literal(row[c], O.c[c].type).label(c) for c in cols]
+            source = select(S.c.tenant_id, S.c.id, *values).where(
+                self._sub(str(row["sid"])), S.c.status != "off"
+            )
+            self.conn.execute(
+                insert(O).from_select(["tenant_id", "subscription_id", *cols], source)
+            )
 
     def events(self, sid: str, since: int, until: int | None, limit: int) -> list[Any]:
         """Events numbered > since (and ≤ until), oldest first."""
@@ -172,6 +184,81 @@ def _events(
     if until is not None:
         where.append(E.c.event_number <= until)
     return list(conn.execute(select(E).where(*where).order_by(E.c.event_number).limit(limit)))
+
+
+class EventNumbering:
+    """Numbers staged events after their transactions committed (docs/events.md, "Event
+    numbers"). The caller owns the transaction: one subscription per transaction, short.
+
+    Per subscription, under its `subscriptions` row lock (FOR UPDATE; the worker skips a
+    row another session holds), the staged rows visible now are numbered in `seq` order
+    from `events_count + 1` and moved to `subscription_events`, and the counter set — all or
+    nothing. Rows committed later wait for the next call; a rolled-back writer's rows never
+    existed, so no number is ever taken back: no gaps.
+    """
+
+    BATCH = 1000
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def staged(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(tenant, subscription) pairs with staged events, any tenant."""
+        stmt = select(O.c.tenant_id, O.c.subscription_id).distinct().limit(limit)
+        return [(r.tenant_id, r.subscription_id) for r in self.conn.execute(stmt)]
+
+    def number(self, tenant: str, sid: str, *, wait: bool = True) -> int | None:
+        """Number up to BATCH staged events of one subscription; how many, or None when
+        `wait` is False and another session holds the subscription."""
+        lock = (
+            select(S.c.events_count)
+            .where(S.c.tenant_id == tenant, S.c.id == sid)
+            .with_for_update(skip_locked=not wait)
+        )
+        base = self.conn.execute(lock).scalar_one_or_none()
+        if base is None:
+            return None
+        base = int(base)
+        if self.conn.dialect.name == "postgresql":
+            # A new statement, so a new snapshot taken after the lock: earlier numberings
+            # (committed before we got the lock) are visible, none can run concurrently.
+            last = self.conn.exec_driver_sql(
+                PG_NUMBER, (tenant, sid, self.BATCH, base, base, tenant, sid)
+            ).scalar_one()
+            return int(last) - base
+        rows = list(
+            self.conn.execute(
+                select(O)
+                .where(O.c.tenant_id == tenant, O.c.subscription_id == sid)
+                .order_by(O.c.seq)
+                .limit(self.BATCH)
+            )
+        )
+        if not rows:
+            return 0
+        self.conn.execute(
+            insert(E),
+            [
+                {
+                    "tenant_id": tenant,
+                    "subscription_id": sid,
+                    "event_number": base + i + 1,
+                    "topic": r.topic,
+                    "focus_type": r.focus_type,
+                    "focus_id": r.focus_id,
+                    "focus_version": r.focus_version,
+                    "occurred_at": r.occurred_at,
+                }
+                for i, r in enumerate(rows)
+            ],
+        )
+        self.conn.execute(delete(O).where(O.c.seq.in_([r.seq for r in rows])))
+        self.conn.execute(
+            update(S)
+            .where(S.c.tenant_id == tenant, S.c.id == sid)
+            .values(events_count=base + len(rows))
+        )
+        return len(rows)
 
 
 class DeliveryQueue:
@@ -221,6 +308,33 @@ class DeliveryQueue:
         self.conn.execute(
             update(D).where(D.c.tenant_id == tenant, D.c.subscription_id == sid).values(**values)
         )
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """Events not yet delivered (staged, and numbered past `delivered_through` of
+        subscriptions that are not `off`), and when the oldest of them was written."""
+        staged = self.conn.execute(select(func.count(), func.min(O.c.occurred_at))).one()
+        on = and_(S.c.tenant_id == D.c.tenant_id, S.c.id == D.c.subscription_id)
+        numbered = self.conn.execute(
+            select(func.coalesce(func.sum(S.c.events_count - D.c.delivered_through), 0))
+            .select_from(S.join(D, on))
+            .where(S.c.status != "off")
+        ).scalar_one()
+        head = self.conn.execute(
+            select(func.min(E.c.occurred_at))
+            .select_from(
+                E.join(
+                    D,
+                    and_(
+                        E.c.tenant_id == D.c.tenant_id,
+                        E.c.subscription_id == D.c.subscription_id,
+                        E.c.event_number == D.c.delivered_through + 1,
+                    ),
+                ).join(S, on)
+            )
+            .where(S.c.status != "off")
+        ).scalar_one()
+        oldest = [t for t in (staged[1], head) if t is not None]
+        return int(staged[0]) + int(numbered), min(oldest, default=None)
 
     def set_status(self, tenant: str, sid: str, status: str, *, unless: Iterable[str] = ()) -> None:
         where = [S.c.tenant_id == tenant, S.c.id == sid]

@@ -31,7 +31,11 @@ def _allowed(settings: Settings) -> bool:
     return any(address in net for net in settings.metrics_networks)
 
 
-def init_app(app: Flask, ping_cache: Callable[[], bool] | None) -> None:
+def init_app(
+    app: Flask,
+    ping_cache: Callable[[], bool] | None,
+    outbox_backlog: Callable[[], tuple[int, float] | None] | None = None,
+) -> None:
     settings: Settings = app.config["SETTINGS"]
 
     @app.get("/metrics")
@@ -40,5 +44,8 @@ def init_app(app: Flask, ping_cache: Callable[[], bool] | None) -> None:
             raise RouteNotFound("No such endpoint")  # not even its existence is disclosed
         if ping_cache is not None:
             metrics.set_redis_up(ping_cache())
+        backlog = outbox_backlog() if outbox_backlog is not None else None
+        if backlog is not None:
+            metrics.set_outbox(*backlog)
         body, media_type = metrics.scrape()
         return Response(body, content_type=media_type, headers={"Cache-Control": "no-store"})

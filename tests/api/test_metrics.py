@@ -105,3 +105,42 @@ def _check_guarded(guarded: FlaskClient) -> None:
     assert "orders_http_requests_total" in ok.get_data(as_text=True)
     inside = guarded.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert inside.status_code == 200
+
+
+def test_outbox_depth_and_delivery_lag_are_scraped(
+    app: Flask, client: FlaskClient, headers: TokenFactory
+) -> None:
+    """Depth: events written but not delivered (every tenant); lag: commit to the
+    receiver's 2xx, one observation per event delivered."""
+    from tests.receiver import Receiver
+    from tests.subscriptions import (
+        activated_orders,
+        create_subscription,
+        delivery,
+        drain,
+        new_patient,
+        status_of,
+        subscription,
+    )
+
+    admin, clin = headers("ADMIN"), headers("CLINICIAN")
+    step = delivery(app)
+    depth, lag = (
+        "orders_subscription_events_undelivered",
+        "orders_subscription_delivery_lag_seconds",
+    )
+    with Receiver(delay=0.05) as rx:
+        sub = create_subscription(client, admin, subscription(rx.url))
+        drain(step, lambda: status_of(client, admin, sub["id"])["status"] == "active")
+        before = client.get("/metrics").get_data(as_text=True)
+        activated_orders(client, clin, new_patient(client, admin), 2)
+        written = client.get("/metrics").get_data(as_text=True)
+        assert value(written, depth) - value(before, depth) == 2
+        assert value(written, "orders_subscription_oldest_undelivered_seconds") > 0
+        drain(step, lambda: len(rx.events()) == 2)
+        after = client.get("/metrics").get_data(as_text=True)
+    assert value(after, depth) - value(before, depth) <= 0
+    assert value(after, f"{lag}_count") - value(before, f"{lag}_count") == 2
+    # each waited at least the receiver's 50 ms before its 2xx
+    assert value(after, f"{lag}_sum") - value(before, f"{lag}_sum") >= 0.1
+    assert value(after, f"{lag}_bucket", le="0.025") == value(before, f"{lag}_bucket", le="0.025")

@@ -124,6 +124,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=7, help="random seed of the data set")
     p.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="synchronous_commit=off on the benchmark database: commits do not wait for the "
+        "(shared) disk, so a comparison measures CPU and locks, not the neighbours' fsyncs",
+    )
+    p.add_argument(
+        "--events-rounds",
+        type=int,
+        default=2,
+        help="events phase: rounds of off / outbox / delivering windows (more: less noise)",
+    )
+    p.add_argument(
         "--no-audit-compare",
         dest="audit_compare",
         action="store_false",
@@ -450,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
             f"window {args.duration:g}s"
         )
         fresh_database(args.pg, args.database)
+        if args.async_commit:
+            with psycopg.connect(f"{args.pg}/postgres", autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{args.database}" SET synchronous_commit = off')
         flush_redis(args.redis)
         run_cli(["migrate"], env)
         engine = make_engine(settings)
@@ -533,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                     duration=args.duration,
                     monitor_factory=lambda: monitor,
                     counter=counter,
+                    rounds=args.events_rounds,
                 )
                 for r in pair:
                     results[r.name] = r

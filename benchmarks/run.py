@@ -461,10 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.threads} threads; {args.clients} clients; warm-up {args.warmup:g}s, "
             f"window {args.duration:g}s"
         )
-        fresh_database(args.pg, args.database)
-        if args.async_commit:
-            with psycopg.connect(f"{args.pg}/postgres", autocommit=True) as conn:
-                conn.execute(f'ALTER DATABASE "{args.database}" SET synchronous_commit = off')
+        fresh_database(args.pg, args.database, async_commit=args.async_commit)
         flush_redis(args.redis)
         run_cli(["migrate"], env)
         engine = make_engine(settings)

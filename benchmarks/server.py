@@ -31,11 +31,14 @@ def _console_script() -> list[str]:
     return [sys.executable, "-c", "from app.cli import main; main()"]
 
 
-def fresh_database(pg: str, name: str) -> None:
-    """Drop and create the benchmark's own database (never another one: the name is ours)."""
+def fresh_database(pg: str, name: str, *, async_commit: bool = False) -> None:
+    """Drop and create the benchmark's own database (never another one: the name is ours).
+    `async_commit`: its sessions do not wait for the WAL flush (`--async-commit`)."""
     with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+        if async_commit:
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
 
 
 def flush_redis(url: str) -> None:

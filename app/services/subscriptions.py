@@ -287,8 +287,11 @@ class SubscriptionService:
 def number_committed(database: Database, principal: Principal, rid: str) -> None:
     """Before `$status`/`$events`: number this subscription's committed staged events (in
     their own short transaction), so the answer counts every committed change even when no
-    worker runs. Order writes stage events un-numbered (app/services/outbox.py)."""
-    access.require(principal, access.Permission.SUBSCRIPTION_MANAGE)
+    worker runs. Order writes stage events un-numbered (app/services/outbox.py). Someone
+    who may not manage subscriptions is refused by the operation itself, in its unit of
+    work (so the refusal is audited like any other)."""
+    if not access.may(principal, access.Permission.SUBSCRIPTION_MANAGE):
+        return
     try:
         number_events(database, (principal.tenant_id, rid))
     except (DBAPIError, PoolTimeout) as exc:

@@ -6,8 +6,8 @@ last statement to its commit (the WAL flush included). Order writes now insert u
 rows here, touching no shared row, and the numbering step (the delivery worker, `$status`,
 `$events`) moves them to `subscription_events` with their numbers (docs/events.md).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -243,3 +243,84 @@ def test_single_source_dinitrate_product_is_unverified_but_still_checked(
     assert "197840" in kb.coverage()["unverified_drug_codes"]
     found = drug_interaction.check(ctx(med("213271"), others=(other("197840"),)), kb)
     assert summary(found) == [("DDI-PDE5-NITRATE", "hard-stop")]
+
+
+# Single-source product rows (issue 12, third pass): each code is paired with its exact RxNorm
+# name by one public source and contradicted by none seen, so the row is shipped unverified.
+UNVERIFIED_PRODUCTS = [
+    (
+        "979092",
+        "hydroxychloroquine sulfate 200 MG Oral Tablet",
+        {"5521": "200 MG"},
+        "qt-prolonging",
+    ),
+    (
+        "979094",
+        "hydroxychloroquine sulfate 200 MG Oral Tablet [Plaquenil]",
+        {"5521": "200 MG"},
+        "qt-prolonging",
+    ),
+    ("213469", "celecoxib 200 MG Oral Capsule [Celebrex]", {"140587": "200 MG"}, "nsaids"),
+    ("207106", "fluconazole 50 MG Oral Tablet [Diflucan]", {"4450": "50 MG"}, "qt-prolonging"),
+    ("283504", "ondansetron 2 MG/ML Injectable Solution", {"26225": "2 MG/ML"}, "qt-prolonging"),
+]
+CELECOXIB_200_CAP, FLUCONAZOLE_50_TAB, ONDANSETRON_INJ = "213469", "207106", "283504"
+HYDROXYCHLOROQUINE_200_TAB, DOFETILIDE_025_CAP, IBUPROFEN_200_TAB = "979092", "310004", "310965"
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "ingredients", "klass"),
+    [pytest.param(*row, id=row[1]) for row in UNVERIFIED_PRODUCTS],
+)
+def test_single_source_product_resolves_but_is_listed_unverified(
+    kb: KnowledgeBase, code: str, name: str, ingredients: dict[str, str], klass: str
+) -> None:
+    drug = kb.drug(None, code)
+    assert drug is not None, f"RxNorm {code} should be in the product table"
+    assert drug.name == name and drug.tty in ("SCD", "SBD")
+    assert dict(drug.strengths) == ingredients
+    assert klass in drug.classes
+    assert code in kb.coverage()["unverified_drug_codes"]
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file", "expected"),
+    [
+        pytest.param(
+            CELECOXIB_200_CAP,
+            WARFARIN_5_TAB,
+            [("DDI-WARFARIN-NSAID", "warning")],
+            id="celecoxib + warfarin",
+        ),
+        pytest.param(
+            WARFARIN_5_TAB,
+            FLUCONAZOLE_50_TAB,
+            [("DDI-WARFARIN-FLUCONAZOLE", "warning")],
+            id="warfarin + fluconazole",
+        ),
+        pytest.param(
+            ONDANSETRON_INJ,
+            DOFETILIDE_025_CAP,
+            [("DDI-ONC-08-QT-QT", "hard-stop")],
+            id="ondansetron + dofetilide",
+        ),
+        pytest.param(
+            HYDROXYCHLOROQUINE_200_TAB,
+            DOFETILIDE_025_CAP,
+            [("DDI-ONC-08-QT-QT", "hard-stop")],
+            id="hydroxychloroquine + dofetilide",
+        ),
+    ],
+)
+def test_single_source_product_fires_its_class_rule(
+    kb: KnowledgeBase, ordered: str, on_file: str, expected: list[tuple[str, str]]
+) -> None:
+    found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
+    assert summary(found) == expected
+
+
+def test_single_source_celecoxib_is_a_duplicate_nsaid_of_ibuprofen(kb: KnowledgeBase) -> None:
+    found = duplicate_therapy.check(
+        ctx(med(CELECOXIB_200_CAP), others=(other(IBUPROFEN_200_TAB),)), kb
+    )
+    assert summary(found) == [("DUPLICATE-THERAPY", "warning")]

@@ -263,6 +263,13 @@ UNVERIFIED_PRODUCTS = [
     ("213469", "celecoxib 200 MG Oral Capsule [Celebrex]", {"140587": "200 MG"}, "nsaids"),
     ("207106", "fluconazole 50 MG Oral Tablet [Diflucan]", {"4450": "50 MG"}, "qt-prolonging"),
     ("283504", "ondansetron 2 MG/ML Injectable Solution", {"26225": "2 MG/ML"}, "qt-prolonging"),
+    (
+        "757968",
+        "{4 (amoxicillin 500 MG Oral Capsule) / 2 (clarithromycin 500 MG Oral Tablet)"
+        " / 2 (lansoprazole 30 MG Delayed Release Oral Capsule) } Pack",
+        {"723": "500 MG", "21212": "500 MG", "17128": "30 MG"},
+        "ppis",
+    ),
 ]
 CELECOXIB_200_CAP, FLUCONAZOLE_50_TAB, ONDANSETRON_INJ = "213469", "207106", "283504"
 HYDROXYCHLOROQUINE_200_TAB, DOFETILIDE_025_CAP, IBUPROFEN_200_TAB = "979092", "310004", "310965"
@@ -277,7 +284,7 @@ def test_single_source_product_resolves_but_is_listed_unverified(
 ) -> None:
     drug = kb.drug(None, code)
     assert drug is not None, f"RxNorm {code} should be in the product table"
-    assert drug.name == name and drug.tty in ("SCD", "SBD")
+    assert drug.name == name and drug.tty in ("SCD", "SBD", "GPCK")
     assert dict(drug.strengths) == ingredients
     assert klass in drug.classes
     assert code in kb.coverage()["unverified_drug_codes"]
@@ -324,3 +331,18 @@ def test_single_source_celecoxib_is_a_duplicate_nsaid_of_ibuprofen(kb: Knowledge
         ctx(med(CELECOXIB_200_CAP), others=(other(IBUPROFEN_200_TAB),)), kb
     )
     assert summary(found) == [("DUPLICATE-THERAPY", "warning")]
+
+
+def test_single_source_lansoprazole_pack_carries_all_three_ingredients(kb: KnowledgeBase) -> None:
+    """The Prevpac pack (BPCK 757969) is amoxicillin + clarithromycin + lansoprazole: a
+    penicillin allergy is a hard-stop, omeprazole is a second PPI, simvastatin meets
+    clarithromycin (ONC row 11)."""
+    high = allergy(SCT, SCT_PENICILLIN, rid="alg-penicillin", criticality="high")
+    prevpac = med("757969")
+    assert summary(drug_allergy.check(ctx(prevpac, allergies=(high,)), kb)) == [
+        ("ALLERGY-CLASS", "hard-stop")
+    ]
+    duplicate = duplicate_therapy.check(ctx(prevpac, others=(other("198051"),)), kb)
+    assert summary(duplicate) == [("DUPLICATE-THERAPY", "warning")]
+    interaction = drug_interaction.check(ctx(prevpac, others=(other(SIMVASTATIN_40_TAB),)), kb)
+    assert summary(interaction) == [("DDI-ONC-11-STATIN-CYP3A4", "hard-stop")]

@@ -346,3 +346,37 @@ def test_single_source_lansoprazole_pack_carries_all_three_ingredients(kb: Knowl
     assert summary(duplicate) == [("DUPLICATE-THERAPY", "warning")]
     interaction = drug_interaction.check(ctx(prevpac, others=(other(SIMVASTATIN_40_TAB),)), kb)
     assert summary(interaction) == [("DDI-ONC-11-STATIN-CYP3A4", "hard-stop")]
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file", "expected"),
+    [
+        pytest.param(
+            "2588478",
+            WARFARIN_5_TAB,
+            [("DDI-WARFARIN-NSAID", "warning")],
+            id="celecoxib/tramadol + warfarin",
+        ),
+        pytest.param(
+            "2588478",
+            PHENELZINE_15_TAB,
+            [("DDI-ONC-06-NARCOTIC-MAOI", "hard-stop")],
+            id="celecoxib/tramadol + phenelzine",
+        ),
+        pytest.param(
+            "1366873",
+            PHENELZINE_15_TAB,
+            [("DDI-ONC-01-AMPHETAMINE-MAOI", "hard-stop")],
+            id="hydrocodone/pseudoephedrine + phenelzine",
+        ),
+    ],
+)
+def test_vsac_combination_products_map_every_ingredient(
+    kb: KnowledgeBase, ordered: str, on_file: str, expected: list[tuple[str, str]]
+) -> None:
+    """VSAC 2025 Opioids rows that give celecoxib and pseudoephedrine their first product:
+    each ingredient of the combination must fire its own class rule, and the rows are
+    verified (a VSAC expansion), so not in the unverified list."""
+    found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
+    assert summary(found) == expected
+    assert ordered not in kb.coverage()["unverified_drug_codes"]

@@ -7,6 +7,13 @@ from the app. Each row says which roles may do it, how it is done on the FHIR fa
 narrower than DESIGN §3 the row says so in `legacy_roles` (the only one: the seed gives
 ADMIN no `GET /orders/:id`).
 
+The same rows that are lifecycle actions are run a third way, through the order service
+itself with no face in front (`test_the_order_service_itself_applies_the_role_table`): both
+faces check roles before they reach it, but the service is the rule every face shares, so it
+must refuse on its own (a PATIENT may not hold an order even if a face forgot to ask).
+Subscriptions (docs/events.md) are FHIR-face rows: only ADMIN sets them up, reads, searches or
+changes them; nobody deletes one (`test_nobody_deletes_a_subscription`).
+
 Every row is run for every single role and for two-role tokens, because some refusals are
 only visible with a second role: on the FHIR face a hold is a PUT, which needs an order-write
 role as well, so "a NURSE may not hold" shows only with a PRESCRIBER+NURSE token. A token is
@@ -25,6 +32,12 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from app.auth import Principal
+from app.domain.lifecycle import Action
+from app.errors import Forbidden
+from app.runtime import get_runtime
+from app.services.orders import OrderService
+from app.services.unit_of_work import UnitOfWork
 from tests.conftest import TokenFactory
 from tests.fhir_data import (
     allergy_intolerance,
@@ -44,6 +57,7 @@ from tests.legacy_data import (
     medication,
     order_set,
 )
+from tests.subscriptions import subscription
 
 FHIR = "/fhir/R4"
 ROLES = ("CLINICIAN", "PRESCRIBER", "NURSE", "PATIENT", "ADMIN")
@@ -63,6 +77,7 @@ class Scene:
     oid: str = ""  # legacy order id; its FHIR id is fhir_id(oid)
     rtype: str = "ServiceRequest"
     alert_id: str = ""
+    sub: str = ""  # a Subscription's id, for the subscription rows
 
     @property
     def ref(self) -> str:
@@ -102,9 +117,25 @@ def _warned(api: LegacyApi, s: Scene) -> None:
     s.alert_id = created["cdsAlerts"][0]["alertId"]
 
 
+def _subscribed(api: LegacyApi, s: Scene) -> None:
+    made = api.client.post(f"{FHIR}/Subscription", json=HOOK, headers=_h(api.admin))
+    s.sub = api.ok(made, 201)["id"]
+
+
+#: A subscription to order activations, posting ids to a port nothing listens on.
+HOOK = subscription("http://127.0.0.1:9/hook")
+
+
 # ---------------------------------------------------------------------- FHIR-face calls
 def _fhir_order(api: LegacyApi, s: Scene) -> dict[str, Any]:
     return api.ok(api.client.get(f"{FHIR}/{s.ref}", headers=api.doc))
+
+
+def _current(api: LegacyApi, s: Scene) -> dict[str, Any] | None:
+    """What the scene's call acts on, as an allowed reader sees it (None: nothing yet)."""
+    if s.sub:
+        return api.ok(api.client.get(f"{FHIR}/Subscription/{s.sub}", headers=api.admin))
+    return _fhir_order(api, s) if s.oid else None
 
 
 def _h(who: dict[str, str], **extra: str) -> dict[str, str]:
@@ -195,6 +226,25 @@ def _cds_hooks_call(api: LegacyApi, s: Scene, who: dict[str, str]) -> TestRespon
     return api.client.post("/cds-services/order-select-checks", json=body, headers=_h(who))
 
 
+def _subscription_read(api: LegacyApi, s: Scene, who: dict[str, str]) -> TestResponse:
+    return api.client.get(f"{FHIR}/Subscription/{s.sub}", headers=who)
+
+
+def _subscription_search(api: LegacyApi, s: Scene, who: dict[str, str]) -> TestResponse:
+    return api.client.get(f"{FHIR}/Subscription?_id={s.sub}", headers=who)
+
+
+def _subscription_update(api: LegacyApi, s: Scene, who: dict[str, str]) -> TestResponse:
+    current = _current(api, s)
+    assert current is not None
+    body = {k: v for k, v in current.items() if k != "meta"}
+    # the stored channel's headers come back masked: send none rather than the mask
+    body["channel"] = {k: v for k, v in body["channel"].items() if k != "header"}
+    return api.client.put(
+        f"{FHIR}/Subscription/{s.sub}", json={**body, "reason": "ward round"}, headers=_h(who)
+    )
+
+
 def _new_lab(s: Scene) -> dict[str, Any]:
     return {
         **service_request(fhir_id(s.pid)),
@@ -228,11 +278,14 @@ class Interaction:
     legacy_roles: frozenset[str] | None = None
     #: what the allowed call leaves the scene's order as (FHIR status), when it changes it
     then: str | None = None
+    #: the order service's action, for a lifecycle row (run on the service itself too)
+    action: Action | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 STAFF_READ = frozenset({"CLINICIAN", "NURSE", "PATIENT", "ADMIN"})
 ORDER_WRITE = frozenset({"CLINICIAN", "PRESCRIBER"})
+ADMIN = frozenset({"ADMIN"})
 
 #: DESIGN §3, one row per interaction.
 TABLE: dict[str, Interaction] = {
@@ -247,13 +300,23 @@ TABLE: dict[str, Interaction] = {
         ORDER_WRITE, _nothing, _fhir_post(_new_lab), lambda a, s, w: a.create(lab(s.pid, s.eid), w)
     ),
     "activate an order": Interaction(
-        ORDER_WRITE, _draft, _fhir_operation("activate"), _legacy_activate, then="active"
+        ORDER_WRITE,
+        _draft,
+        _fhir_operation("activate"),
+        _legacy_activate,
+        then="active",
+        action=Action.ACTIVATE,
     ),
     "acknowledge a warning": Interaction(
         ORDER_WRITE, _warned, _fhir_operation("acknowledge"), _legacy_acknowledge
     ),
     "cancel an order": Interaction(
-        ORDER_WRITE, _active, _fhir_status("revoked"), _legacy_change("cancel"), then="revoked"
+        ORDER_WRITE,
+        _active,
+        _fhir_status("revoked"),
+        _legacy_change("cancel"),
+        then="revoked",
+        action=Action.CANCEL,
     ),
     "hold an order": Interaction(
         frozenset({"CLINICIAN"}),
@@ -261,6 +324,7 @@ TABLE: dict[str, Interaction] = {
         _fhir_status("on-hold"),
         _legacy_change("hold"),
         then="on-hold",
+        action=Action.HOLD,
     ),
     "resume an order": Interaction(
         frozenset({"CLINICIAN"}),
@@ -268,6 +332,7 @@ TABLE: dict[str, Interaction] = {
         _fhir_status("active"),
         _legacy_change("resume"),
         then="active",
+        action=Action.RESUME,
     ),
     "correct an order (entered in error)": Interaction(
         frozenset({"CLINICIAN", "ADMIN"}),
@@ -275,9 +340,14 @@ TABLE: dict[str, Interaction] = {
         _fhir_status("entered-in-error"),
         _legacy_change("correction"),
         then="entered-in-error",
+        action=Action.CORRECTION,
     ),
     "complete the fulfilment Task": Interaction(
-        frozenset({"CLINICIAN", "NURSE", "ADMIN"}), _active, _fhir_complete_task, then="completed"
+        frozenset({"CLINICIAN", "NURSE", "ADMIN"}),
+        _active,
+        _fhir_complete_task,
+        then="completed",
+        action=Action.COMPLETE,
     ),
     "record an allergy": Interaction(
         frozenset({"ADMIN"}), _nothing, _fhir_post(lambda s: allergy_intolerance(fhir_id(s.pid)))
@@ -356,6 +426,10 @@ TABLE: dict[str, Interaction] = {
     "call CDS Hooks": Interaction(
         frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}), _nothing, _cds_hooks_call
     ),
+    "set up a subscription": Interaction(ADMIN, _nothing, _fhir_post(lambda s: HOOK)),
+    "read a subscription": Interaction(ADMIN, _subscribed, _subscription_read),
+    "search subscriptions": Interaction(ADMIN, _subscribed, _subscription_search),
+    "change a subscription": Interaction(ADMIN, _subscribed, _subscription_update),
 }
 
 CASES = [
@@ -387,7 +461,7 @@ def test_role_may_do_exactly_what_the_role_table_says(
     allowed = bool(allowed_roles.intersection(token))
     scene = Scene(*api.admitted())
     row.setup(api, scene)
-    before = _fhir_order(api, scene) if scene.oid else None
+    before = _current(api, scene)
     call = row.fhir if face == "fhir" else row.legacy
     assert call is not None
     r = call(api, scene, _token(api, token, scene))
@@ -402,7 +476,55 @@ def test_role_may_do_exactly_what_the_role_table_says(
         else:
             assert "FORBIDDEN" in _error_codes(r.get_json())
         if before is not None:
-            assert _fhir_order(api, scene) == before
+            assert _current(api, scene) == before
+
+
+SERVICE_CASES = [
+    pytest.param(name, token, id=f"{name}-service-{'+'.join(token)}")
+    for name, row in TABLE.items()
+    if row.action is not None
+    for token in TOKENS
+]
+
+
+@pytest.mark.parametrize(("name", "token"), SERVICE_CASES)
+def test_the_order_service_itself_applies_the_role_table(
+    api: LegacyApi, tenant: str, name: str, token: tuple[str, ...]
+) -> None:
+    row = TABLE[name]
+    assert row.action is not None
+    scene = Scene(*api.admitted())
+    row.setup(api, scene)
+    before = _current(api, scene)
+    patient = fhir_id(scene.pid) if "PATIENT" in token else None
+    who = Principal("matrix", tenant, frozenset(token), frozenset({tenant}), patient_id=patient)
+    refused: Forbidden | None = None
+    with api.client.application.app_context(), UnitOfWork(get_runtime().database, who) as uow:
+        service = OrderService(uow, get_runtime().cds)
+        try:
+            service.transition(
+                scene.rtype, fhir_id(scene.oid), row.action, expected_version=None, reason="test"
+            )
+        except Forbidden as err:
+            refused = err
+    if row.roles.intersection(token):
+        assert refused is None, (name, token)
+        assert _fhir_order(api, scene)["status"] == row.then
+    else:
+        assert refused is not None, (name, token)
+        assert _current(api, scene) == before
+
+
+@pytest.mark.parametrize("token", TOKENS, ids=["+".join(t) for t in TOKENS])
+def test_nobody_deletes_a_subscription(api: LegacyApi, token: tuple[str, ...]) -> None:
+    """The server never deletes (an administrator sets `status` off instead): DELETE is
+    refused to every role and the subscription stays as it was."""
+    scene = Scene(*api.admitted())
+    _subscribed(api, scene)
+    before = _current(api, scene)
+    r = api.client.delete(f"{FHIR}/Subscription/{scene.sub}", headers=_token(api, token, scene))
+    assert r.status_code in (403, 405), r.get_json()
+    assert _current(api, scene) == before
 
 
 def _error_codes(body: dict[str, Any]) -> list[str]:

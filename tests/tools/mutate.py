@@ -28,15 +28,20 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
+
+import pytest
 
 from tests.tools.mutants import Mutant, enums_of, mutants, mutated_code
 
@@ -150,6 +155,109 @@ class _SqliteOnly:
         config.hook.pytest_deselected(items=drop)
 
 
+class _KillersFirst:
+    """pytest plugin for mutant runs: the tests that killed earlier mutants of this target run
+    first (most kills first), the rest in file order; the first failure is written to
+    `report`, so the next mutants try it early. A mutant stops at its first failure (-x), so
+    a killed mutant usually costs one test instead of the tests before its killer."""
+
+    def __init__(self, first: list[str], report: Path | None) -> None:
+        self.rank = {nodeid: i for i, nodeid in enumerate(first)}
+        self.report = report
+
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        if self.rank:
+            last = len(self.rank)
+            items.sort(key=lambda item: self.rank.get(item.nodeid, last))  # stable
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.failed and self.report is not None and not self.report.exists():
+            self.report.write_text(report.nodeid)
+
+
+class _Calls:
+    """pytest plugin for the unmutated run: which functions of the target each test calls.
+
+    A call made while no test body runs (imports, collection, any fixture's setup or
+    teardown — a session fixture's result is shared by later tests) makes that function
+    *shared*: its mutants run every test. Threads started during the run are profiled too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.current: str | None = None
+        self.called: dict[str, set[str]] = {}
+        self.shared: set[str] = set()
+        self.nodeids: list[str] = []
+
+    def _profile(self, frame: Any, event: str, _arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == self.path:
+            name = frame.f_code.co_qualname
+            if self.current is None:
+                self.shared.add(name)
+            else:
+                self.called.setdefault(self.current, set()).add(name)
+
+    def start(self) -> None:
+        sys.setprofile(self._profile)
+        threading.setprofile(self._profile)
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        self.nodeids = [item.nodeid for item in session.items]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: Any) -> Any:
+        self.current = item.nodeid
+        try:
+            yield
+        finally:
+            self.current = None
+
+    def answer(self) -> dict[str, Any]:
+        return {
+            "nodeids": self.nodeids,
+            "called": {k: sorted(v) for k, v in self.called.items()},
+            "shared": sorted(self.shared),
+        }
+
+
+def function_of(source: str, line: int) -> str | None:
+    """The qualified name of the function whose body holds `line` (None: module or class
+    level, which runs at import). Methods are `Class.method`, as `co_qualname` names them."""
+    found: str | None = None
+
+    def walk(nodes: list[ast.stmt], prefix: str) -> None:
+        nonlocal found
+        for node in nodes:
+            if isinstance(node, ast.ClassDef):
+                walk(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = f"{prefix}{node.name}"
+                if node.body[0].lineno <= line <= (node.end_lineno or 0):
+                    found = name  # the outermost function: its code runs whatever is inside
+                    return
+
+    walk(ast.parse(source).body, "")
+    return found
+
+
+def tests_for(coverage: dict[str, Any] | None, function: str | None) -> list[str] | None:
+    """The tests a mutant of `function` must run, in their original order: every test when
+    the mutant is at module level or in a shared function (None), else the tests that
+    called the function (or code nested in it)."""
+    if coverage is None or function is None:
+        return None
+    nested = function + "."
+    if any(n == function or n.startswith(nested) for n in coverage["shared"]):
+        return None
+    called = coverage["called"]
+    return [
+        t
+        for t in coverage["nodeids"]
+        if any(n == function or n.startswith(nested) for n in called.get(t, ()))
+    ]
+
+
 # ---------------------------------------------------------------------- running
 @dataclass
 class Result:
@@ -164,19 +272,26 @@ class Result:
         return self.killed / self.total if self.total else 1.0
 
 
-def _pytest_args(target: Target, *, quick: bool) -> list[str]:
+def _pytest_args(target: Target, *, quick: bool, tests: list[str] | None = None) -> list[str]:
     # Plain asserts and no third-party plugins (PYTEST_DISABLE_PLUGIN_AUTOLOAD, set in main):
     # a mutant needs pass/fail only, and rewriting hypothesis and schemathesis on import
     # cost more than the tests themselves.
-    args = [*target.tests, "-q", "-p", "no:cacheprovider", "--assert=plain"]
+    args = [*(target.tests if tests is None else tests), "-q", "-p", "no:cacheprovider"]
+    args += ["--assert=plain"]
     args += ["-o", "addopts=--strict-markers"]
     return [*args, "-x", "--no-header", "--tb=no"] if quick else args
 
 
-def _child(target: Target, index: int | None, quiet: bool) -> int:
-    """In a forked child: install the mutant (None: none), run the tests, return pytest's code."""
-    import pytest
-
+def _child(
+    target: Target,
+    index: int | None,
+    quiet: bool,
+    tests: list[str] | None,
+    calls: _Calls | None,
+    order: _KillersFirst | None,
+) -> int:
+    """In a forked child: install the mutant (None: none), run the tests (None: all of the
+    target's), return pytest's code. `calls` records what each test calls (unmutated run)."""
     if index is not None:
         source = target.path.read_text()
         code, _m = mutated_code(source, str(target.path), index, _enums(), target.only)
@@ -185,7 +300,13 @@ def _child(target: Target, index: int | None, quiet: bool) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-    return int(pytest.main(_pytest_args(target, quick=True), plugins=[_SqliteOnly()]))
+    plugins: list[Any] = [_SqliteOnly()]
+    if order is not None:
+        plugins.append(order)
+    if calls is not None:
+        plugins.append(calls)
+        calls.start()
+    return int(pytest.main(_pytest_args(target, quick=True, tests=tests), plugins=plugins))
 
 
 def _app_imports() -> dict[str, set[str]]:
@@ -245,13 +366,25 @@ def _warm_for(target: Target) -> None:
         raise SystemExit(2)
 
 
-def _fork(target: Target, index: int | None, quiet: bool = True) -> int:
+def _fork(
+    target: Target,
+    index: int | None,
+    quiet: bool = True,
+    tests: list[str] | None = None,
+    record: Path | None = None,
+    order: _KillersFirst | None = None,
+) -> int:
+    """Fork one pytest run; with `record`, the unmutated run writes what each test calls."""
     pid = os.fork()
     if pid == 0:
         code = 3
         try:
             os.setpgid(0, 0)
-            code = _child(target, index, quiet)
+            calls = _Calls(target.path) if record is not None else None
+            code = _child(target, index, quiet, tests, calls, order)
+            if calls is not None and record is not None:
+                sys.setprofile(None)
+                record.write_text(json.dumps(calls.answer()))
         finally:
             os._exit(code)
     return pid
@@ -272,17 +405,31 @@ def _kill(pid: int) -> None:
 
 
 def _run_pool(
-    jobs: list[tuple[Target, int]], workers: int, limits: dict[str, float]
+    jobs: list[tuple[Target, int, list[str] | None]],
+    workers: int,
+    limits: dict[str, float],
+    killers_first: bool = True,
 ) -> dict[tuple[str, int], bool]:
-    """Run every (target, mutant) job, `workers` at a time: {(target, index): killed}."""
-    pending = list(jobs)
-    running: dict[int, tuple[Target, int, float]] = {}
+    """Run every (target, mutant, tests) job, `workers` at a time: {(target, index): killed}.
+    A mutant whose code no test reaches survives without a run (tests == [])."""
     killed: dict[tuple[str, int], bool] = {}
-    done = 0
+    kills: dict[str, int] = {}  # test nodeid: mutants it killed
+    reports = Path(tempfile.mkdtemp(prefix="mutate-"))
+    for target, index, tests in jobs:
+        if tests == []:
+            killed[(target.name, index)] = False
+    pending = [(t, i, tests) for t, i, tests in jobs if tests != []]
+    running: dict[int, tuple[Target, int, float]] = {}
+    done = len(killed)
     while pending or running:
         while pending and len(running) < workers:
-            target, index = pending.pop(0)
-            running[_fork(target, index)] = (target, index, time.monotonic())
+            target, index, tests = pending.pop(0)
+            order = None
+            if killers_first:
+                first = sorted(kills, key=lambda n: -kills[n])
+                order = _KillersFirst(first, reports / f"{target.name}-{index}")
+            pid = _fork(target, index, tests=tests, order=order)
+            running[pid] = (target, index, time.monotonic())
         time.sleep(0.05)
         for pid, (target, index, started) in list(running.items()):
             finished, status = os.waitpid(pid, os.WNOHANG)
@@ -291,6 +438,11 @@ def _run_pool(
                 if code not in (0, 1):
                     print(f"  {target.name} mutant {index}: pytest exit {code}", file=sys.stderr)
                 killed[(target.name, index)] = code != 0
+                report = reports / f"{target.name}-{index}"
+                if report.exists():
+                    killer = report.read_text()
+                    kills[killer] = kills.get(killer, 0) + 1
+                    report.unlink()
             elif time.monotonic() - started > limits[target.name]:
                 _kill(pid)
                 killed[(target.name, index)] = True  # a mutant that hangs is caught by timeouts
@@ -300,12 +452,16 @@ def _run_pool(
             done += 1
             if done % 25 == 0 or not (pending or running):
                 print(f"  {done}/{len(jobs)} mutants run", file=sys.stderr, flush=True)
+    shutil.rmtree(reports, ignore_errors=True)
     return killed
 
 
-def _run_target(target: Target, indices: list[int], workers: int) -> dict[int, bool] | None:
+def _run_target(
+    target: Target, found: list[Mutant], workers: int, select: bool = True
+) -> dict[int, bool] | None:
     """In a forked zygote that has imported everything the mutants share: run the tests once
-    unmutated (they must pass; their time sets the limit per mutant), then every mutant.
+    unmutated, recording what each test calls (they must pass; their time sets the limit per
+    mutant), then every mutant against the tests that reach its code (`select`; else all).
     `{index: killed}`, or None when the unmutated tests fail."""
     read, write = os.pipe()
     pid = os.fork()
@@ -315,12 +471,24 @@ def _run_target(target: Target, indices: list[int], workers: int) -> dict[int, b
         try:
             _warm_for(target)
             t0 = time.monotonic()
-            _pid, status = os.waitpid(_fork(target, None, quiet=False), 0)
-            if os.waitstatus_to_exitcode(status) == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                record = Path(tmp) / "calls.json"
+                _pid, status = os.waitpid(_fork(target, None, quiet=False, record=record), 0)
+                ok = os.waitstatus_to_exitcode(status) == 0
+                coverage = json.loads(record.read_text()) if ok and select else None
+            if ok:
                 limit = max(30.0, 4 * (time.monotonic() - t0))
-                print(f"mutate: {target.name}: {len(indices)} mutants", file=sys.stderr)
-                found = _run_pool([(target, i) for i in indices], workers, {target.name: limit})
-                answer = {"ok": True, "killed": {str(i): found[(target.name, i)] for i in indices}}
+                print(f"mutate: {target.name}: {len(found)} mutants", file=sys.stderr)
+                source = target.path.read_text()
+                jobs = [
+                    (target, m.index, tests_for(coverage, function_of(source, m.line)))
+                    for m in found
+                ]
+                killed = _run_pool(jobs, workers, {target.name: limit}, killers_first=select)
+                answer = {
+                    "ok": True,
+                    "killed": {str(m.index): killed[(target.name, m.index)] for m in found},
+                }
         finally:
             with os.fdopen(write, "w") as out:
                 out.write(json.dumps(answer))
@@ -357,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated target names (default: all)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")))
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--all-tests",
+        action="store_true",
+        help="run every test of the target, in file order, for each mutant (no selection by "
+        "what tests call, no killers first): slower, for checking the selection",
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.environ["TEST_BACKENDS"] = "sqlite"
@@ -375,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     _warm_imports()
     killed: dict[tuple[str, int], bool] = {}
     for t in targets:
-        outcome = _run_target(t, [m.index for m in found[t.name]], max(1, args.jobs))
+        outcome = _run_target(t, found[t.name], max(1, args.jobs), select=not args.all_tests)
         if outcome is None:
             print(f"mutate: the tests of {t.name} fail without any mutant", file=sys.stderr)
             return 2

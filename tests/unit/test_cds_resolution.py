@@ -262,6 +262,26 @@ def stamp(hours_ago: float) -> str:
         (lab("d", "completed", meta={"lastUpdated": stamp(48)}), False),
         (lab("e", "revoked", authoredOn=stamp(1)), False),
         (lab("f", "active"), True),  # no time at all: an open order counts
+        # ordered three days ago, completed this morning: the result is fresh, a duplicate
+        (lab("g", "completed", authoredOn=stamp(72), meta={"lastUpdated": stamp(3)}), True),
+        # no order time: the last update dates it, and two days is outside the window
+        (lab("h", "active", meta={"lastUpdated": stamp(48)}), False),
+        # an order time of a year only cannot be placed in a 24 h window: the last update can
+        (lab("i", "active", authoredOn=str(NOW.year), meta={"lastUpdated": stamp(48)}), False),
+        # a date without a time zone cannot be compared with now: an open order counts
+        (lab("j", "active", authoredOn=(NOW - timedelta(days=30)).date().isoformat()), True),
+    ],
+    ids=[
+        "active 2 h ago",
+        "active 30 h ago",
+        "completed 3 h ago",
+        "completed 48 h ago",
+        "revoked",
+        "active, no time",
+        "completed this morning, ordered 3 days ago",
+        "active, no order time, updated 2 days ago",
+        "active, ordered in a year only, updated 2 days ago",
+        "active, ordered on a date without a time",
     ],
 )
 def test_cbc_look_back_window(kb: KnowledgeBase, other: dict[str, Any], duplicate: bool) -> None:
@@ -270,6 +290,21 @@ def test_cbc_look_back_window(kb: KnowledgeBase, other: dict[str, Any], duplicat
         kb,
     )
     assert bool(found) is duplicate
+
+
+XRAY = {"system": "http://snomed.info/sct", "code": "399208008"}  # chest X-ray
+
+
+@pytest.mark.parametrize(("status", "duplicate"), [("active", True), ("completed", False)])
+def test_a_procedure_without_a_look_back_window_is_a_duplicate_while_open_however_old(
+    kb: KnowledgeBase, status: str, duplicate: bool
+) -> None:
+    """Windows are for LOINC tests; an open chest X-ray ordered a month ago still duplicates
+    a new one, a completed one never does."""
+    old = lab("x", status, code={"coding": [XRAY]}, authoredOn=stamp(24 * 30))
+    new = lab("new", "draft", code={"coding": [XRAY]})
+    context = OrderContext(order=new, patient_id="p1", other_orders=(old,), now=NOW)
+    assert bool(duplicate_order.check(context, kb)) is duplicate
 
 
 @pytest.mark.parametrize(

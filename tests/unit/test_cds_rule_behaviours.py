@@ -42,6 +42,7 @@ from tests.unit.test_cds_rules import (
     WARFARIN_5_TAB,
     allergy,
     ctx,
+    diet,
     med,
     service,
     summary,
@@ -455,6 +456,8 @@ def test_two_duplicates_are_named_with_their_statuses(kb: KnowledgeBase) -> None
         "Duplicate order: CBC panel is already ordered 2 times "
         "(ServiceRequest/sr-1 (active), ServiceRequest/sr-2 (draft))"
     )
+    assert alert.source.startswith("Same order already open (DESIGN §6)")
+    assert "app/cds/knowledge/duplicates.json" in alert.source
 
 
 def test_an_unsaved_duplicate_is_named_by_its_codes(kb: KnowledgeBase) -> None:
@@ -481,6 +484,10 @@ def test_duplicate_causes_are_spelled_as_stored(kb: KnowledgeBase) -> None:
     twin = {**unknown, "id": "mr-2"}
     [coded] = duplicate_order.check(ctx(unknown, others=(twin,)), kb)
     assert coded.cause == "dup:MedicationRequest:urn:local-formulary|TONIC, urn:other|T1"
+    bare = service([])
+    bare["code"]["coding"] = [{"code": "CBC"}]  # a code without a system: its bare code
+    [unsystemed] = duplicate_order.check(ctx(bare, others=({**bare, "id": "sr-9"},)), kb)
+    assert unsystemed.cause == "dup:ServiceRequest:|CBC"
 
 
 def test_a_known_and_an_unknown_drug_sharing_a_local_code_are_duplicates(
@@ -501,11 +508,18 @@ def test_a_known_and_an_unknown_drug_sharing_a_local_code_are_duplicates(
     [
         {"resourceType": "Task", "status": "requested", "intent": "order"},
         service([]),
+        {
+            "resourceType": "NutritionOrder",
+            "status": "draft",
+            "intent": "order",
+            "patient": {"reference": f"Patient/{PATIENT}"},
+            "enteralFormula": {"baseFormulaProductName": "Standard 1 kcal/ml"},
+        },
     ],
-    ids=["not an order type", "a service request without codes"],
+    ids=["not an order type", "a service request without codes", "tube feeding, no oral diet"],
 )
 def test_nothing_to_compare_gives_an_empty_list(kb: KnowledgeBase, order: dict[str, Any]) -> None:
-    others = (service([CBC], rid="sr-1", status="active"),)
+    others = (service([CBC], rid="sr-1", status="active"), diet("226379006", rid="no-1"))
     assert duplicate_order.check(ctx(order, others=others), kb) == []
 
 

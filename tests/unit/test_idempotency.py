@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from ulid import ULID
 
+from app import metrics
 from app.cache import Cache, CacheUnavailable, InProcessCache, RedisCache
 from app.errors import DuplicateMutation
 from app.services.idempotency import (
@@ -85,6 +87,29 @@ def test_a_replay_gets_the_original_response_byte_for_byte(cache: Cache, tenant:
     assert guard(cache, tenant).begin() == Replay(201, BODY)  # and again
 
 
+def _replays(source: str) -> float:
+    """`orders_idempotent_replays_total{source=…}` as /metrics exposes it."""
+    text = metrics.scrape()[0].decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "orders_idempotent_replays_total" and s.labels.get("source") == source
+    )
+
+
+def test_a_replay_from_the_cache_is_counted_on_metrics_as_a_cache_replay(
+    cache: Cache, tenant: str
+) -> None:
+    """operations.md tells cache replays ("cache") from stored-key replays ("stored-key")."""
+    first = guard(cache, tenant)
+    assert first.begin() is None
+    first.complete(201, BODY)
+    before = _replays("cache")
+    guard(cache, tenant).begin()
+    assert _replays("cache") == before + 1
+
+
 def test_the_payload_is_compared_whatever_its_key_order(cache: Cache, tenant: str) -> None:
     first = guard(cache, tenant, payload={"a": 1, "b": [1, 2]})
     assert first.begin() is None
@@ -148,13 +173,13 @@ def test_in_flight_marker_expires_after_a_minute_and_the_replay_after_a_day(
     clock.now += IN_FLIGHT_TTL - 1
     with pytest.raises(DuplicateMutation):
         guard(cache, tenant).begin()
-    clock.now += 2  # the first request died without abort: its marker lapses
+    clock.now += 1  # a minute on, the first request died without abort: its marker has lapsed
     retry = guard(cache, tenant)
     assert retry.begin() is None
     retry.complete(201, BODY)
     clock.now += REPLAY_TTL - 1
     assert guard(cache, tenant).begin() == Replay(201, BODY)
-    clock.now += 2
+    clock.now += 1
     assert guard(cache, tenant).begin() is None
 
 

@@ -62,12 +62,9 @@ def _diet_concepts(order: dict[str, Any]) -> list[Any]:
     return list(diet.get("type") or ())
 
 
-def _label(concepts: list[Any], fallback: str) -> str:
-    for concept in concepts:
-        label = concept_label(concept)
-        if label:
-            return label
-    return fallback
+def _label(concepts: list[Any]) -> str:
+    """The first concept's label; only called once a concept has a code, so never empty."""
+    return next(label for concept in concepts if (label := concept_label(concept)))
 
 
 def _key(other: dict[str, Any], codes: set[Code]) -> str:
@@ -123,7 +120,7 @@ def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     mine = _codes(concepts_of(ctx.order))
     if not mine:
         return []
-    what = _label(concepts_of(ctx.order), "this order")
+    what = _label(concepts_of(ctx.order))
     open_statuses = COUNTING_STATUSES[ctx.hook]
     matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type(rtype):
@@ -139,13 +136,13 @@ def _when(resource: dict[str, Any]) -> datetime | None:
     completed = status_of(resource) == "completed"
     found = resource.get("meta")
     meta: dict[str, Any] = found if isinstance(found, dict) else {}
-    values = [meta.get("lastUpdated")] if completed else [resource.get("authoredOn")]
+    values = [] if completed else [resource.get("authoredOn")]
     values.append(meta.get("lastUpdated"))
     for value in values:
-        if isinstance(value, str) and value:
+        if isinstance(value, str):
             try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
+                return datetime.fromisoformat(value)  # Python 3.11 reads `Z`; "" is a ValueError
+            except ValueError:  # a year or year-month only (FHIR allows them): try the next
                 continue
     return None
 
@@ -178,7 +175,8 @@ def _medications(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
     concept = medication_concept(ctx.order)
     mine_codes = _codes([concept])
     mine = resolve(ctx.order, ctx, kb)
-    what = mine.name if mine.ok else _label([concept], "this medication")
+    # unresolved: a match needs a shared code, so the concept has a coded label
+    what = mine.name if mine.ok else concept_label(concept)
     matches: list[tuple[dict[str, Any], set[Code], str]] = []
     for other in ctx.others_of_type("MedicationRequest"):
         other_codes = _codes([medication_concept(other)])

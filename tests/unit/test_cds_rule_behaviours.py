@@ -155,6 +155,35 @@ def test_an_ingredient_allergy_warns_for_another_member_of_its_class(
     assert all(name in alerts[0].message for name in names), alerts[0].message
 
 
+@pytest.mark.parametrize(
+    ("allergen", "ordered", "names"),
+    [
+        (AMOXICILLIN, "733", ("amoxicillin", "ampicillin")),
+        ("2231", "2180", ("cephalexin", "cefazolin")),
+    ],
+    ids=["amoxicillin allergy, ampicillin order", "cephalexin allergy, cefazolin order"],
+)
+def test_penicillins_and_cephalosporins_are_allergy_groups_without_any_cross_reactivity_entry(
+    tmp_path: Path, allergen: str, ordered: str, names: tuple[str, str]
+) -> None:
+    """Both classes are allergy groups in their own right, not only as the two ends of the
+    penicillin-cephalosporin cross-reactivity: a knowledge base without that entry still
+    warns for another member of the same class."""
+    source = Path(__file__).resolve().parents[2] / "app" / "cds" / "knowledge"
+    copy = tmp_path / "knowledge"
+    shutil.copytree(source, copy)
+    path = copy / "classes.json"
+    data = json.loads(path.read_text())
+    data["cross_reactivity"] = []
+    path.write_text(json.dumps(data))
+    alerts = drug_allergy.check(
+        ctx(med(ordered), allergies=(allergy(RX, allergen, criticality="high"),)),
+        load_knowledge(copy),
+    )
+    assert summary(alerts) == [("ALLERGY-SAME-CLASS", "warning")]
+    assert all(name in alerts[0].message for name in names), alerts[0].message
+
+
 def test_a_sulfamethoxazole_allergy_is_a_hard_stop_for_co_trimoxazole(kb: KnowledgeBase) -> None:
     """The product contains the allergen itself: the criticality decides."""
     alerts = drug_allergy.check(

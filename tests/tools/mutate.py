@@ -47,13 +47,15 @@ from tests.tools.mutants import Mutant, enums_of, mutants, mutated_code
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Every unit test of the CDS (rules, behaviours, resolution, engine, ONC pairs): the rules
-#: are pure, so these need no storage.
-RULE_TESTS = tuple(
-    sorted(
+#: are pure, so these need no storage. Then the clinical stories on real codes (through the
+#: FHIR face, SQLite): reaction history, intolerance, food allergies, unreadable records.
+RULE_TESTS = (
+    *sorted(
         str(p.relative_to(ROOT))
         for pattern in ("tests/unit/test_cds*.py", "tests/unit/test_onc*.py")
         for p in ROOT.glob(pattern)
-    )
+    ),
+    "tests/clinical/test_real_codes.py",
 )
 
 

@@ -20,7 +20,6 @@ from app.cds.context import OrderContext, codings, concept_label, refers_to_pati
 from app.cds.kb.base import KnowledgeBase
 from app.cds.kb.model import Allergen, Drug, is_rxnorm
 
-_NOT_COUNTING_CLINICAL = frozenset({"inactive", "resolved"})
 _NOT_COUNTING_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 ANAPHYLAXIS = frozenset({"39579001"})
 """SNOMED CT 39579001 Anaphylaxis (disorder)."""
@@ -41,9 +40,7 @@ def counts(allergy: dict[str, Any]) -> bool:
     if allergy.get("resourceType", "AllergyIntolerance") != "AllergyIntolerance":
         return False
     clinical = _status_codes(allergy.get("clinicalStatus"))
-    if clinical and "active" not in clinical:
-        return False
-    if clinical & _NOT_COUNTING_CLINICAL:
+    if clinical and "active" not in clinical:  # inactive, resolved
         return False
     return not _status_codes(allergy.get("verificationStatus")) & _NOT_COUNTING_VERIFICATION
 

@@ -197,7 +197,70 @@ def test_severity_and_text_only_allergies(kb: KnowledgeBase) -> None:
     display_only = {
         "code": {"coding": [{"system": "urn:x", "code": "1", "display": "Allergy to codeine"}]}
     }
-    assert allergens(display_only, kb)[0].allergen.ingredients == {"2670"}
+    [codeine] = allergens(display_only, kb)
+    assert codeine.by_name and codeine.allergen.ingredients == {"2670"}
+
+
+SCT_SYSTEM = "http://snomed.info/sct"
+
+
+@pytest.mark.parametrize(
+    ("reactions", "why"),
+    [
+        (
+            [{"manifestation": [{"coding": [{"system": SCT_SYSTEM, "code": "39579001"}]}]}],
+            "anaphylaxis",
+        ),
+        ([{"manifestation": [{"coding": [{"system": SCT_SYSTEM, "code": "271807003"}]}]}], None),
+        (["not a reaction", {"severity": "severe"}], "a severe reaction"),
+        ([{"severity": "mild"}], None),
+    ],
+    ids=[
+        "anaphylaxis coded in SNOMED, no words",
+        "a coded rash",
+        "a severe reaction after a malformed entry",
+        "a mild reaction",
+    ],
+)
+def test_which_reaction_history_makes_an_allergy_a_hard_stop(
+    reactions: list[Any], why: str | None
+) -> None:
+    assert severe({"reaction": reactions}) == why
+
+
+def test_an_allergy_code_the_terminology_service_resolved_is_read_as_that_drug(
+    kb: KnowledgeBase,
+) -> None:
+    """RxNorm codes unknown to the knowledge base, answered by the terminology service, count
+    for allergies as they do for orders; the same code in another system does not."""
+    looked_up = kb.product("7777777", "ibuprofen", ["5640"])
+    rx = {
+        "code": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7777777"}]
+        }
+    }
+    [found] = allergens(rx, kb, {"7777777": looked_up})
+    assert (found.allergen.ingredients, found.by_name) == ({"5640"}, False)
+    local = {"code": {"coding": [{"system": "urn:local", "code": "7777777"}]}}
+    assert allergens(local, kb, {"7777777": looked_up}) == []
+
+
+def test_a_record_is_read_by_name_through_every_text_until_one_names_a_drug(
+    kb: KnowledgeBase,
+) -> None:
+    """A chart note that names nothing does not stop the coding displays or a reaction's
+    substance from being read; a record that names nothing anywhere resolves to nothing."""
+    display = {
+        "code": {
+            "text": "old chart note",
+            "coding": [{"system": "urn:x", "code": "1", "display": "Allergy to codeine"}],
+        }
+    }
+    assert [r.allergen.ingredients for r in allergens(display, kb)] == [{"2670"}]
+    substance = {"reaction": [{"substance": {"text": "penicillin"}}]}  # no `code` at all
+    [found] = allergens(substance, kb)
+    assert found.by_name and found.allergen.classes == {"penicillins"}
+    assert allergens({"code": {"text": "the blue pills"}}, kb) == []
 
 
 def test_unreadable_allergy_is_reported_once_per_record(kb: KnowledgeBase) -> None:

@@ -20,6 +20,7 @@ import pytest
 from app.cds.alerts import Alert
 from app.cds.knowledge_base import KnowledgeBase, KnowledgeError, load_knowledge
 from app.cds.rules import (
+    allergy_unchecked,
     code_display,
     drug_allergy,
     drug_interaction,
@@ -611,3 +612,64 @@ def test_the_message_names_a_severe_history_only_when_there_is_one(kb: Knowledge
     severe = _one(kb, AMOXICILLIN_500_CAP, record)
     assert "(criticality low; history of anaphylaxis)" in severe.message
     assert severe.level == "hard-stop"
+
+
+# ---------------------------------------------------------------------- unreadable allergies
+def _unreadable(rid: str | None = "alg-2", text: str | None = "Zzyzx tincture") -> dict[str, Any]:
+    record = allergy("urn:local-allergy", "ZX-1", rid=rid or "x")
+    if rid is None:
+        del record["id"]
+    record["code"]["coding"].append({"system": "urn:other-allergy", "code": "ZX-9"})
+    if text is not None:
+        record["code"]["text"] = text
+    return record
+
+
+@pytest.mark.parametrize(
+    ("ordered", "drug"),
+    [
+        (AMOXICILLIN_500_CAP, "amoxicillin 500 MG Oral Capsule"),
+        ("999999", "the ordered medication"),
+    ],
+    ids=["a known drug is named", "an unknown drug is not"],
+)
+def test_an_unreadable_allergy_after_a_readable_one_still_warns_naming_the_ordered_drug(
+    kb: KnowledgeBase, ordered: str, drug: str
+) -> None:
+    records = (allergy(RX, AMOXICILLIN, rid="alg-1"), _unreadable())
+    order = med(ordered) if ordered == AMOXICILLIN_500_CAP else med(ordered, system=LOCAL)
+    [alert] = allergy_unchecked.check(ctx(order, allergies=records), kb)
+    assert alert.message == (
+        "Allergy could not be checked: 'Zzyzx tincture' is not a drug or drug class decision "
+        f"support knows, so {drug} was not checked against it."
+    )
+    assert alert.cause == "allergy-unchecked:AllergyIntolerance/alg-2"
+    assert alert.implicated == ("AllergyIntolerance/alg-2",)
+
+
+def test_an_unsaved_unreadable_allergy_is_named_by_its_codes(kb: KnowledgeBase) -> None:
+    """No id to point at: the cause lists the record's codes, nothing is implicated."""
+    [alert] = allergy_unchecked.check(
+        ctx(med(AMOXICILLIN_500_CAP), allergies=(_unreadable(rid=None),)), kb
+    )
+    assert alert.cause == (
+        "allergy-unchecked:AllergyIntolerance?code=urn:local-allergy|ZX-1, urn:other-allergy|ZX-9"
+    )
+    assert alert.implicated == ()
+    assert "'Zzyzx tincture'" in alert.message
+
+
+def test_an_unreadable_allergy_without_text_is_quoted_by_its_first_code(kb: KnowledgeBase) -> None:
+    [alert] = allergy_unchecked.check(
+        ctx(med(AMOXICILLIN_500_CAP), allergies=(_unreadable(text=None),)), kb
+    )
+    assert "'urn:local-allergy|ZX-1' is not a drug" in alert.message
+
+
+def test_an_allergy_record_without_any_code_or_text_is_said_to_have_none(
+    kb: KnowledgeBase,
+) -> None:
+    record = allergy("urn:local-allergy", "ZX-1")
+    del record["code"]
+    [alert] = allergy_unchecked.check(ctx(med(AMOXICILLIN_500_CAP), allergies=(record,)), kb)
+    assert "'no code or text' is not a drug" in alert.message

@@ -234,11 +234,7 @@ def test_an_allergy_code_the_terminology_service_resolved_is_read_as_that_drug(
     """RxNorm codes unknown to the knowledge base, answered by the terminology service, count
     for allergies as they do for orders; the same code in another system does not."""
     looked_up = kb.product("7777777", "ibuprofen", ["5640"])
-    rx = {
-        "code": {
-            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7777777"}]
-        }
-    }
+    rx = {"code": {"coding": [{"system": RX, "code": "7777777"}]}}
     [found] = allergens(rx, kb, {"7777777": looked_up})
     assert (found.allergen.ingredients, found.by_name) == ({"5640"}, False)
     local = {"code": {"coding": [{"system": "urn:local", "code": "7777777"}]}}
@@ -287,6 +283,53 @@ def test_unknown_order_on_file_and_duplicate_therapy(kb: KnowledgeBase) -> None:
     assert unknown.cause == "unknown-other:MedicationRequest/o1"
     [dup] = duplicate_therapy.check(context, kb)
     assert dup.cause == "dup-class:two-nsaids" and "naproxen" in dup.message
+
+
+@pytest.mark.parametrize(
+    ("ordered", "mine"),
+    [("310965", "ibuprofen 200 MG Oral Tablet"), ("88888888", "the ordered medication")],
+    ids=["a known drug is named", "an unknown drug is not"],
+)
+def test_every_unidentifiable_order_on_file_is_reported_after_a_known_one(
+    kb: KnowledgeBase, ordered: str, mine: str
+) -> None:
+    """A known drug listed first never hides the unknown ones after it; a saved one is linked,
+    an unsaved one is named by its code."""
+    unsaved = med("99999998")
+    others = (med("198014", rid="o2", status="active"), med("99999999", rid="o1"), unsaved)
+    saved, new = unknown_other.check(ctx(med(ordered), other_orders=others), kb)
+    assert saved.message == (
+        f"{RX}|99999999 (RxNorm 99999999), on this patient's orders (MedicationRequest/o1, "
+        f"draft), could not be identified (not in the knowledge base): {mine} was not checked "
+        "against it."
+    )
+    assert saved.implicated == ("MedicationRequest/o1",)
+    assert new.cause == f"unknown-other:MedicationRequest?code={RX}|99999998"
+    assert new.implicated == ()
+
+
+def test_every_other_nsaid_is_named_in_one_duplicate_therapy_warning(kb: KnowledgeBase) -> None:
+    others = (med("198014", rid="o2", status="active"), med("7258", rid="o3"), med("3355"))
+    [alert] = duplicate_therapy.check(ctx(med("310965"), other_orders=others), kb)
+    assert alert.message == (
+        "Duplicate therapy (two NSAIDs): ibuprofen with naproxen (MedicationRequest/o2, active); "
+        f"naproxen (MedicationRequest/o3, draft); diclofenac (MedicationRequest?code={RX}|3355, "
+        "draft)."
+    )
+    assert alert.implicated == ("MedicationRequest/o2", "MedicationRequest/o3")
+
+
+@pytest.mark.parametrize(
+    ("ordered", "on_file"),
+    [("310965", "308191"), ("308191", "310965")],
+    ids=["NSAID", "penicillin"],
+)
+def test_an_nsaid_and_a_penicillin_are_not_duplicate_therapy_in_either_order(
+    kb: KnowledgeBase, ordered: str, on_file: str
+) -> None:
+    """Both drugs must be in the group: one NSAID is not a therapy duplicated."""
+    others = (med(on_file, rid="o1", status="active"),)
+    assert duplicate_therapy.check(ctx(med(ordered), other_orders=others), kb) == []
 
 
 def test_acei_with_arb_is_duplicate_therapy_but_the_same_ingredient_is_not(

@@ -587,6 +587,7 @@ def test_a_right_display_does_not_hide_a_misleading_text(kb: KnowledgeBase) -> N
     alerts = code_display.check(ctx(order), kb)
     assert summary(alerts) == [("CODE_DISPLAY_MISMATCH", "warning")]
     assert "'Warfarin 5 mg'" in alerts[0].message
+    assert alerts[0].source.startswith("DESIGN §6: codes are authoritative")  # the card cites it
 
 
 def test_a_text_only_allergy_matches_by_name_and_says_so(kb: KnowledgeBase) -> None:

@@ -20,7 +20,7 @@ RULE_ID = "DUPLICATE-THERAPY"
 
 
 def check(ctx: OrderContext, kb: KnowledgeBase) -> list[Alert]:
-    if ctx.order_type != "MedicationRequest" or not kb.therapy_groups:
+    if ctx.order_type != "MedicationRequest":  # without therapy groups nothing is found below
         return []
     ordered = resolve(ctx.order, ctx, kb)
     if not ordered.ok:

@@ -567,6 +567,34 @@ def test_an_unknown_drug_says_the_checks_were_not_done(kb: KnowledgeBase) -> Non
     )
 
 
+def _unknown(kind: str) -> dict[str, Any]:
+    order = med(None)
+    if kind == "two codes":
+        order = med("999991", system="urn:a")
+        order["medicationCodeableConcept"]["coding"].append({"system": "urn:b", "code": "2"})
+    elif kind == "a reference by display":
+        del order["medicationCodeableConcept"]
+        order["medicationReference"] = {"display": "Grandma tonic"}
+    return order
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause"),
+    [
+        ("two codes", "unknown:info:urn:a|999991,urn:b|2"),
+        ("a reference by display", "unknown:info:reference:Grandma tonic"),
+        ("nothing at all", "unknown:info:none"),
+    ],
+)
+def test_unknown_drug_causes_are_spelled_as_stored(
+    kb: KnowledgeBase, kind: str, cause: str
+) -> None:
+    """Stored with the DetectedIssue and compared at activation (see the allergy causes)."""
+    [alert] = unknown_drug.check(ctx(_unknown(kind)), kb)
+    assert alert.cause == cause
+    assert alert.source.startswith("Orders service CDS policy: a drug that cannot be checked")
+
+
 def test_every_unknown_code_is_listed(kb: KnowledgeBase) -> None:
     order = med("999999", display="Grandma tonic")
     order["medicationCodeableConcept"]["coding"].append({"system": "urn:x", "code": "T1"})

@@ -414,6 +414,69 @@ def test_a_procedure_without_a_look_back_window_is_a_duplicate_while_open_howeve
 
 
 @pytest.mark.parametrize(
+    ("birth", "now", "age"),
+    [
+        ("2014-09-20", datetime(2026, 9, 19, tzinfo=UTC), 11),  # the day before the birthday
+        ("2014-09-20", datetime(2026, 9, 20, tzinfo=UTC), 12),
+        ("2014-09", datetime(2026, 6, 15, tzinfo=UTC), 11),  # a month only: its first day
+        ("2014-01", datetime(2026, 1, 1, tzinfo=UTC), 12),
+        ("2014", datetime(2026, 1, 1, tzinfo=UTC), 12),  # a year only: 1 January
+        ("2014-13-01", NOW, None),  # not a date: no age, no age rule
+        (None, NOW, None),
+    ],
+)
+def test_completed_years_from_a_fhir_birth_date(
+    birth: str | None, now: datetime, age: int | None
+) -> None:
+    assert patient_age.age_years({"birthDate": birth} if birth else {}, now) == age
+
+
+def _compound(*ingredients: str) -> dict[str, Any]:
+    """A contained Medication listing its ingredients (a compounded product)."""
+    order = {
+        **med(None),
+        "medicationReference": {"reference": "#m"},
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "m",
+                "ingredient": [
+                    {"itemCodeableConcept": {"coding": [{"system": RX, "code": code}]}}
+                    for code in ingredients
+                ],
+            }
+        ],
+    }
+    del order["medicationCodeableConcept"]
+    return order
+
+
+@pytest.mark.parametrize(
+    ("age", "ordered", "expected"),
+    [
+        # codeine with promethazine (a Beers drug): the child rule for the child, Beers at 70
+        (7, ("2670", "8745"), ["Codeine for a patient aged 7"]),
+        (70, ("2670", "8745"), ["Promethazine for a patient aged 70"]),
+        (7, ("2670", "10689"), ["Codeine, tramadol for a patient aged 7"]),  # both named
+        (70, ("723",), []),  # amoxicillin: no age rule at any age
+        (7, ("5640",), []),  # ibuprofen
+    ],
+)
+def test_each_age_rule_applies_to_its_own_ingredients(
+    kb: KnowledgeBase, age: int, ordered: tuple[str, ...], expected: list[str]
+) -> None:
+    patient = {"resourceType": "Patient", "birthDate": f"{NOW.year - age}-01-01"}
+    found = patient_age.check(ctx(_compound(*ordered), patient=patient), kb)
+    assert [a.message.split(":")[0] for a in found] == expected
+
+
+def test_an_unidentified_drug_gets_no_age_alert(kb: KnowledgeBase) -> None:
+    """DRUG-UNKNOWN says it was not checked; the age rules cannot say anything."""
+    patient = {"resourceType": "Patient", "birthDate": f"{NOW.year - 7}-01-01"}
+    assert patient_age.check(ctx(med("99999999"), patient=patient), kb) == []
+
+
+@pytest.mark.parametrize(
     ("age", "rule"), [(7, "AGE-CODEINE-TRAMADOL-UNDER-12"), (12, None), (40, None)]
 )
 def test_codeine_age_limit(kb: KnowledgeBase, age: int, rule: str | None) -> None:

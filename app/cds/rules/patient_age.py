@@ -27,7 +27,7 @@ def age_years(patient: dict[str, Any] | None, now: datetime | None) -> int | Non
         born = date(
             int(parts[0]),
             int(parts[1]) if len(parts) > 1 else 1,
-            int(parts[2][:2]) if len(parts) > 2 else 1,
+            int(parts[2]) if len(parts) > 2 else 1,  # a FHIR date has no time part
         )
     except (ValueError, IndexError):
         return None

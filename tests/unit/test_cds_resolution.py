@@ -186,6 +186,69 @@ def test_methotrexate_by_route_and_frequency(kb: KnowledgeBase) -> None:
     assert alerts({"code": {"text": "PRN"}}, oral) == {("DOSE-UNCHECKED", "info")}
 
 
+def _every(period: float, unit: str = "d", frequency: int = 1) -> dict[str, Any]:
+    return {"repeat": {"frequency": frequency, "period": period, "periodUnit": unit}}
+
+
+@pytest.mark.parametrize(
+    ("timing", "said"),
+    [
+        (_every(1), "Methotrexate every 1 day(s): "),
+        (_every(1, frequency=2), "Methotrexate 2 times a day: "),
+        (_every(6), "Methotrexate every 6 day(s): "),  # still short of a week
+    ],
+)
+def test_methotrexate_more_often_than_weekly_says_how_often(
+    kb: KnowledgeBase, timing: dict[str, Any], said: str
+) -> None:
+    order = med("105585", dosage={"timing": timing})
+    [alert] = dose_check.check(ctx(order), kb)
+    assert alert.message.startswith(said), alert.message
+
+
+def test_methotrexate_as_needed_says_why_its_dose_was_not_checked(kb: KnowledgeBase) -> None:
+    order = med("105585", dosage={"timing": {"code": {"text": "PRN"}}})
+    [alert] = dose_check.check(ctx(order), kb)
+    assert alert.message.endswith(
+        ": the frequency is not stated (or is as needed), so the dose was not checked."
+    )
+
+
+def _acetaminophen(
+    kb: KnowledgeBase, mg: float, timing: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    dosage: dict[str, Any] = {"doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg"}}]}
+    if timing is not None:
+        dosage["timing"] = timing
+    order = med("313782", dosage=dosage)
+    return [(a.rule_id, a.message) for a in dose_check.check(ctx(order), kb)]
+
+
+@pytest.mark.parametrize(
+    ("mg", "timing", "warned"),
+    [
+        (1000, _every(1, frequency=4), False),  # exactly the 4 g maximum
+        (4001, _every(1), True),  # 1 mg above it
+        (5000, _every(2), True),  # every other day: still 5 g on the day it is taken
+        (1000, None, False),  # as needed: no daily total to compare
+    ],
+    ids=["4 g a day", "4001 mg a day", "5 g every other day", "1 g as needed"],
+)
+def test_acetaminophen_above_four_grams_on_any_day_warns(
+    kb: KnowledgeBase, mg: float, timing: dict[str, Any] | None, warned: bool
+) -> None:
+    assert bool(_acetaminophen(kb, mg, timing)) is warned
+
+
+def test_the_acetaminophen_warning_says_the_daily_total_and_how_it_was_ordered(
+    kb: KnowledgeBase,
+) -> None:
+    [(_rule, message)] = _acetaminophen(kb, 1500, _every(1, frequency=4))
+    assert message == (
+        "Acetaminophen 6000 mg a day (1500 mg 4 times a day) is above the maximum of 4000 mg a day."
+    )
+
+
 # ---------------------------------------------------------------- allergies
 def test_severity_and_text_only_allergies(kb: KnowledgeBase) -> None:
     reaction = {"manifestation": [{"text": "Anaphylactic shock"}]}

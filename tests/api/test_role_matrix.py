@@ -426,20 +426,6 @@ TABLE: dict[str, Interaction] = {
     "call CDS Hooks": Interaction(
         frozenset({"CLINICIAN", "PRESCRIBER", "NURSE", "ADMIN"}), _nothing, _cds_hooks_call
     ),
-    "add a drug to the formulary": Interaction(
-        ADMIN,
-        _nothing,
-        _fhir_post(
-            lambda s: {
-                "resourceType": "Medication",
-                "code": {
-                    "coding": [
-                        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "310965"}
-                    ]
-                },
-            }
-        ),
-    ),
     "set up a subscription": Interaction(ADMIN, _nothing, _fhir_post(lambda s: HOOK)),
     "read a subscription": Interaction(ADMIN, _subscribed, _subscription_read),
     "search subscriptions": Interaction(ADMIN, _subscribed, _subscription_search),

@@ -9,6 +9,11 @@ killed when a test fails (or the run exceeds its time limit), survives when ever
 passes. The table per module, the survivors (file:line, the change) and the score follow;
 the exit status is 1 when any module is below its threshold.
 
+A mutant inside a function runs only the tests whose body called that function in the
+unmutated run (module-level mutants, and functions called outside a test body, run every
+test), and tests that killed earlier mutants run first: see docs/testing.md. `--all-tests`
+runs every test in file order instead.
+
 Why not mutmut or cosmic-ray: mutmut 3 mutates only inside functions (through trampolines),
 so the module-level tables that carry most of these rules — the role sets, the transition
 table, the interaction levels — are never mutated; cosmic-ray needs a session database and

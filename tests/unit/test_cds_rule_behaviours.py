@@ -582,7 +582,8 @@ def _unknown(kind: str) -> dict[str, Any]:
     ("kind", "cause"),
     [
         ("two codes", "unknown:info:urn:a|999991,urn:b|2"),
-        ("a reference by display", "unknown:info:reference:Grandma tonic"),
+        # names no drug at all: a warning even with nothing to check it against
+        ("a reference by display", "unknown:warning:reference:Grandma tonic"),
         ("nothing at all", "unknown:info:none"),
     ],
 )

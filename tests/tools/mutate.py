@@ -109,6 +109,11 @@ TARGETS: tuple[Target, ...] = (
             "tests/integration/test_order_service.py",
             "tests/api/test_order_workflow.py",
             "tests/api/test_role_matrix.py",
+            # The activation gate (a hard-stop blocks, a warning waits for its acknowledgement)
+            # is pinned by the contract and clinical stories, not by the workflow tests above.
+            "tests/api/test_legacy_contract.py",
+            "tests/api/test_legacy_offline.py",
+            "tests/clinical/test_medication_safety.py",
         ),
         None,
         only=frozenset(

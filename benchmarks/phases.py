@@ -85,6 +85,8 @@ class Bench:
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
+        #: For requests without a body (GET, `$activate`): no Content-Type.
+        self.fhir_read_headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
         self.put_pool: list[list[seeding.Draft]] = []
         self.activate_pool: list[seeding.Draft] = []
         self.cds_pool: list[tuple[str, str]] = []
@@ -117,7 +119,7 @@ class Bench:
     # -- the HTTP phases ------------------------------------------------------------
     def get(self, i: int) -> Operation:
         http, rng, ids = self.client(), random.Random(i), self.data.service_requests
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+        headers = self.fhir_read_headers
 
         def op() -> tuple[bool, str, str | None]:
             rid = ids[rng.randrange(len(ids))]
@@ -129,7 +131,7 @@ class Bench:
     def search(self, i: int) -> Operation:
         http = self.client()
         path = f"{FHIR}/ServiceRequest?patient={self.data.hot_patient}&status=active&_count=20"
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+        headers = self.fhir_read_headers
 
         def op() -> tuple[bool, str, str | None]:
             status, _h, data = http.request("GET", path, None, headers)
@@ -204,7 +206,7 @@ class Bench:
         http = self.client()
         pool = self.activate_pool
         counter = self._shared_counter
-        headers = {k: v for k, v in self.fhir_headers.items() if k != "Content-Type"}
+        headers = self.fhir_read_headers
 
         def op() -> tuple[bool, str, str | None]:
             n = next(counter)

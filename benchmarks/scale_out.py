@@ -127,7 +127,7 @@ def check(bench: Bench) -> tuple[list[str], bool]:
 
     # 4. $activate of one draft on every server at once: one activation, one Task
     target = bench.seeder.drafts(1, "SCALE-ACT")[0]
-    read_headers = {k: v for k, v in bench.fhir_headers.items() if k != "Content-Type"}
+    read_headers = bench.fhir_read_headers
 
     def activate(http: HttpClient) -> int:
         status, _h, _d = http.request(

@@ -94,7 +94,6 @@ class OrderService(OrderCreation):
         *,
         expected_version: int | None,
         reason: str | None = None,
-        content: dict[str, Any] | None = None,
     ) -> OrderResult:
         """Apply a lifecycle action, checking in this order (DESIGN §5):
 
@@ -125,7 +124,7 @@ class OrderService(OrderCreation):
             except AppError as refused:
                 metrics.activation_refused(refused.code)
                 raise
-        doc = dict(content if content is not None else current.content)
+        doc = dict(current.content)  # its meta too: tags and security labels stay
         doc["status"] = fhir_status(resource_type, target, previous=state)
         if reason:
             doc = _with_status_reason(resource_type, doc, reason)
@@ -277,15 +276,11 @@ class OrderService(OrderCreation):
             if action is Action.ACTIVATE:
                 msg = "Activate an order with POST [type]/[id]/$activate (it runs the checks)"
                 raise ValidationFailed(msg, issues=[Issue(msg, f"{resource_type}.status")])
+            # Only the status and its reason are taken from the body: the change is applied
+            # to the stored order, as the operation would.
             text = _reason_text(doc) or reason
-            content = {k: v for k, v in current.content.items() if k != "meta"}
             result = self.transition(
-                resource_type,
-                rid,
-                action,
-                expected_version=if_match,
-                reason=text,
-                content=content,
+                resource_type, rid, action, expected_version=if_match, reason=text
             )
             return result, False
         if state in TERMINAL:

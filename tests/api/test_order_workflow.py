@@ -40,7 +40,11 @@ def _in_state(ward: Ward, pid: str, state: str) -> dict[str, Any]:
     return current
 
 
-def _put_status(ward: Ward, order: dict[str, Any], status: str, reason: str = "story") -> Any:
+def _put_status(
+    ward: Ward, order: dict[str, Any], status: str, reason: str = "story", version: str = ""
+) -> Any:
+    """PUT the order back with `status` (and a statusReason), If-Match its current version
+    unless `version` is given."""
     current = ward.read(order)
     body = {**current, "status": status}
     if status != "active":
@@ -50,11 +54,7 @@ def _put_status(ward: Ward, order: dict[str, Any], status: str, reason: str = "s
                 "valueCodeableConcept": {"text": reason},
             }
         ]
-    return ward.client.put(
-        f"/fhir/R4/ServiceRequest/{order['id']}",
-        json=body,
-        headers={**ward.doc, "If-Match": f'W/"{current["meta"]["versionId"]}"'},
-    )
+    return ward.update(body, version or current["meta"]["versionId"])
 
 
 def _task_of(ward: Ward, order: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +87,11 @@ def test_every_state_and_action_on_the_fhir_face(ward: Ward, state: str, action:
     r = _do(ward, order, action)
     if expected in ("ORDER_TERMINAL_STATE", "INVALID_STATE_TRANSITION"):
         if state == "draft" and action == "resume":
-            # PUT status active on a draft is an activation attempt: refused, use $activate.
-            assert r.status_code in (400, 409), r.json
+            # PUT status active on a draft is an activation attempt: refused, and the client
+            # is told to sign it with $activate (which runs the checks a PUT would skip).
+            assert r.status_code == 400, r.json
+            assert r.json["issue"][0]["expression"] == ["ServiceRequest.status"]
+            assert "$activate" in r.json["issue"][0]["diagnostics"]
         else:
             assert r.status_code == 409, r.json
             assert expected in issue_codes(r.json)
@@ -109,7 +112,7 @@ def test_stale_if_match_is_412_but_a_terminal_order_answers_terminal_first(ward:
     assert stale.status_code == 412
     assert "OPTIMISTIC_LOCK_CONFLICT" in issue_codes(stale.json)
     done = _in_state(ward, pid, "completed")
-    queued_cancel = _put_status(ward, {**done, "meta": {"versionId": "1"}}, "revoked")
+    queued_cancel = _put_status(ward, done, "revoked", version="1")
     assert queued_cancel.status_code == 409
     assert "ORDER_TERMINAL_STATE" in issue_codes(queued_cancel.json)
 
@@ -122,11 +125,7 @@ def test_medication_cancel_is_cancelled_as_a_draft_and_stopped_after_activation(
             ward.ok(ward.activate(order))
         current = ward.read(order)
         body = {**current, "status": "cancelled", "statusReason": {"text": "patient refused"}}
-        r = ward.client.put(
-            f"/fhir/R4/MedicationRequest/{order['id']}",
-            json=body,
-            headers={**ward.doc, "If-Match": f'W/"{current["meta"]["versionId"]}"'},
-        )
+        r = ward.update(body, current["meta"]["versionId"])
         assert r.status_code == 200, r.json
         assert r.json["status"] == expected
         assert r.json["statusReason"]["text"] == "patient refused"
@@ -155,6 +154,70 @@ def test_activation_creates_the_task_and_its_completion_completes_the_order(ward
     )
     reasons = {e["resource"].get("reason", [{}])[0].get("text") for e in prov["entry"]}
     assert "fulfilment task completed" in reasons
+
+
+@pytest.mark.parametrize(
+    ("status", "task_status"), [("revoked", "cancelled"), ("entered-in-error", "entered-in-error")]
+)
+def test_cancelling_or_correcting_an_active_order_closes_its_task(
+    ward: Ward, status: str, task_status: str
+) -> None:
+    """The performer's worklist must not keep a Task for an order that was stopped or
+    entered in error: the Task closes with the matching status, in the same request."""
+    pid = ward.patient()
+    order = ward.order(ward.lab(pid))
+    ward.ok(ward.activate(order))
+    ward.ok(_put_status(ward, order, status, reason="wrong test"))
+    task = _task_of(ward, order)
+    assert task["status"] == task_status
+    open_tasks = ward.ok(
+        ward.client.get(f"/fhir/R4/Task?patient={pid}&status=requested", headers=ward.doc)
+    )
+    assert open_tasks["total"] == 0
+
+
+def test_a_status_change_by_put_keeps_the_orders_tags_and_security_labels(ward: Ward) -> None:
+    """A restricted order stays restricted when it is held or cancelled by PUT, as it does
+    through $activate and the legacy operations (only the version stamp changes)."""
+    labels = {
+        "security": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+        ],
+        "tag": [{"system": "urn:test:ward", "code": "sexual-health"}],
+    }
+    pid = ward.patient()
+    order = ward.order({**ward.lab(pid), "meta": labels})
+    ward.ok(ward.activate(order))
+    for status in ("on-hold", "revoked"):
+        changed = ward.ok(_put_status(ward, order, status))
+        assert {k: changed["meta"].get(k) for k in labels} == labels, status
+    assert {k: ward.read(order)["meta"].get(k) for k in labels} == labels
+
+
+def test_holding_an_order_keeps_its_task_open(ward: Ward) -> None:
+    pid = ward.patient()
+    order = ward.order(ward.lab(pid))
+    ward.ok(ward.activate(order))
+    ward.ok(_put_status(ward, order, "on-hold", reason="NBM for theatre"))
+    assert _task_of(ward, order)["status"] == "requested"
+
+
+def test_activation_provenance_carries_the_clients_reason_or_says_activate(ward: Ward) -> None:
+    pid = ward.patient()
+    why = '{"resourceType": "Provenance", "reason": [{"text": "signed on the ward round"}]}'
+    reasons = []
+    for extra in ({"X-Provenance": why}, {}):
+        order = ward.order(ward.lab(pid, f"loinc-{len(reasons)}"))
+        ward.ok(ward.activate(order, headers={**ward.doc, **extra}))
+        ref = f"{order['resourceType']}/{order['id']}"
+        bundle = ward.ok(ward.client.get(f"/fhir/R4/Provenance?target={ref}", headers=ward.doc))
+        [prov] = [
+            e["resource"]
+            for e in bundle["entry"]
+            if e["resource"]["target"] == [{"reference": f"{ref}/_history/2"}]
+        ]
+        reasons.append(prov.get("reason"))
+    assert reasons == [[{"text": "signed on the ward round"}], [{"text": "activate"}]]
 
 
 def test_referral_task_tracks_scheduling(ward: Ward) -> None:

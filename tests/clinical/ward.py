@@ -109,6 +109,14 @@ class Ward:
             headers={**(headers or self.doc), "If-Match": f'W/"{current["meta"]["versionId"]}"'},
         )
 
+    def update(self, body: dict[str, Any], version: str) -> Any:
+        """PUT `body` to its own URL as the clinician, with If-Match version `version`."""
+        return self.client.put(
+            f"/fhir/R4/{body['resourceType']}/{body['id']}",
+            json=body,
+            headers={**self.doc, "If-Match": f'W/"{version}"'},
+        )
+
     def read(self, res: dict[str, Any]) -> dict[str, Any]:
         return self.ok(
             self.client.get(f"/fhir/R4/{res['resourceType']}/{res['id']}", headers=self.doc)

@@ -488,6 +488,20 @@ def test_acknowledge_with_a_stale_version_is_409(api: LegacyApi, warned: tuple[s
     assert api.order(oid) == before
 
 
+def test_acknowledging_an_acknowledged_alert_again_changes_nothing(
+    api: LegacyApi, warned: tuple[str, str]
+) -> None:
+    """A second clinician acknowledges the same warning after a refresh: 200, and the order
+    keeps its version and the first acknowledgement's reason (idempotent)."""
+    oid, alert_id = warned
+    api.ok(api.acknowledge(oid, alert_id, 1, "INR checked daily"))
+    before = api.order(oid)
+    again = api.ok(api.acknowledge(oid, alert_id, before["version"], "another reason"))
+    assert again == {"alertId": alert_id, "acknowledged": True, "version": before["version"]}
+    assert api.order(oid) == before
+    assert before["cdsAlerts"][0]["reason"] == "INR checked daily"
+
+
 def test_acknowledge_on_an_unknown_order_is_404(api: LegacyApi) -> None:
     r = api.acknowledge("ord_01J00000000000000000000000", "cds_01J00000000000000000000000", 1)
     error_of(r, 404, "ORDER_NOT_FOUND")
@@ -583,18 +597,33 @@ def test_correction_is_allowed_on_completed_and_cancelled_orders(
     assert body == {"orderId": oid, "status": "entered-in-error", "version": version + 1}
 
 
+LOCK, TERMINAL = "OPTIMISTIC_LOCK_CONFLICT", "ORDER_TERMINAL_STATE"
+
+
 @pytest.mark.parametrize(
-    ("state", "action"),
-    [("active", "hold"), ("on-hold", "resume"), ("active", "cancel"), ("draft", "correction")],
+    ("state", "action", "code"),
+    [
+        ("active", "hold", LOCK),
+        ("on-hold", "resume", LOCK),
+        ("active", "cancel", LOCK),
+        ("draft", "correction", LOCK),
+        # A closed order (DESIGN §5 precedence): two clinicians cancel the same order, the
+        # second only has a stale view of it; a queued request for something the order can
+        # no longer do learns that it is closed.
+        ("cancelled", "cancel", LOCK),
+        ("entered-in-error", "correction", LOCK),
+        ("entered-in-error", "cancel", TERMINAL),
+        ("completed", "activate", TERMINAL),
+    ],
 )
 def test_stale_version_is_409_optimistic_lock_conflict(
-    api: LegacyApi, state: str, action: str
+    api: LegacyApi, state: str, action: str, code: str
 ) -> None:
     oid = _in_state(api, state)
     before = api.order(oid)
     version = before["version"]
     stale = version - 1 if version > 1 else version + 1
-    error_of(api.change(oid, action, stale), 409, "OPTIMISTIC_LOCK_CONFLICT")
+    error_of(_do(api, oid, action, stale), 409, code)
     assert api.order(oid) == before
 
 

@@ -61,6 +61,14 @@ def _apply(app: Flask, tenant: str, rid: str, action: Action, version: int | Non
         return result.order.version_id
 
 
+def _order_in(app: Flask, tenant: str, state: str, code: str) -> str:
+    """A new order taken through the workflow to `state`; its id."""
+    rid = _order(app, tenant, code)
+    for step in STEPS[state]:
+        _apply(app, tenant, rid, step)
+    return rid
+
+
 def _state(app: Flask, tenant: str, rid: str) -> tuple[State, int]:
     with app.app_context(), _uow(app, tenant) as uow:
         order = uow.repo.read("ServiceRequest", rid)
@@ -72,9 +80,7 @@ def _state(app: Flask, tenant: str, rid: str) -> tuple[State, int]:
 def test_every_state_and_action_on_the_order_service(
     app: Flask, tenant: str, state: str, action: str
 ) -> None:
-    rid = _order(app, tenant, f"{state}-{action}")
-    for step in STEPS[state]:
-        _apply(app, tenant, rid, step)
+    rid = _order_in(app, tenant, state, f"{state}-{action}")
     before = _state(app, tenant, rid)
     assert before[0] is State(state)
     expected = EXPECTED[state][ACTIONS.index(action)]
@@ -142,3 +148,28 @@ def test_demo_seed_goes_through_the_workflow_and_runs_twice(app: Flask) -> None:
     assert warfarin is not None and warfarin.content["status"] == "active"
     assert cbc is not None and cbc.content["status"] == "draft"
     assert len(tasks) == 1, "activation through the workflow created the fulfilment Task"
+
+
+#: A stale request on a closed order (DESIGN §5 precedence, OrderService.transition): the
+#: client is told its view is stale (VersionConflict) when the order already is what the
+#: action makes it (a cancel that lost the race to another cancel) or when the action is
+#: still possible (a correction); otherwise it is told the order is closed.
+STALE_ON_CLOSED: dict[str, dict[Action, type[Exception]]] = {
+    "cancelled": {Action.CANCEL: VersionConflict, Action.CORRECTION: VersionConflict},
+    "entered-in-error": {Action.CORRECTION: VersionConflict},
+    "completed": {Action.COMPLETE: VersionConflict, Action.CORRECTION: VersionConflict},
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "action"), list(itertools.product(STALE_ON_CLOSED, [Action(a) for a in ACTIONS]))
+)
+def test_a_stale_action_on_a_closed_order_is_stale_only_if_already_done_or_still_possible(
+    app: Flask, tenant: str, state: str, action: Action
+) -> None:
+    rid = _order_in(app, tenant, state, f"stale-{state}-{action.value}")
+    before = _state(app, tenant, rid)
+    expected = STALE_ON_CLOSED[state].get(action, OrderTerminalState)
+    with pytest.raises(expected):
+        _apply(app, tenant, rid, action, version=before[1] - 1)
+    assert _state(app, tenant, rid) == before, "a refused action writes nothing"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -212,6 +213,30 @@ def test_put_with_a_client_id_creates_then_updates(
     assert total(client, staff, "Patient") == 1
 
 
+def test_put_of_an_order_with_a_client_id_creates_a_draft_then_edits_it(
+    client: FlaskClient, staff: dict[str, str], pid: str
+) -> None:
+    """An upstream system files its order under its own id: the first PUT creates the draft
+    (201, decision support run as on POST), the next edits it (200)."""
+    today = {"authoredOn": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    create(client, staff, service_request(pid, **today))  # an open CBC: the new one repeats it
+    url = f"{BASE}/ServiceRequest/lab-upstream-7"
+    first = client.put(url, json=service_request(pid, id="lab-upstream-7", **today), headers=staff)
+    assert first.status_code == 201, first.get_json()
+    assert first.headers["Location"].endswith("/ServiceRequest/lab-upstream-7/_history/1")
+    assert first.get_json()["status"] == "draft"
+    alerts = client.get(
+        f"{BASE}/DetectedIssue?implicated=ServiceRequest/lab-upstream-7", headers=staff
+    ).get_json()
+    assert alerts["total"] == 1, "the duplicate CBC was checked on the PUT that created it"
+
+    edit = service_request(pid, id="lab-upstream-7", priority="urgent", **today)
+    second = client.put(url, json=edit, headers=with_headers(staff, **{"If-Match": 'W/"1"'}))
+    assert second.status_code == 200, second.get_json()
+    assert second.get_json()["priority"] == "urgent"
+    assert second.headers["ETag"] == 'W/"2"'
+
+
 @pytest.mark.parametrize("body_id", ["someone-else", None], ids=["different-id", "no-id-in-body"])
 def test_put_whose_body_id_differs_from_the_url_is_400_and_writes_nothing(
     client: FlaskClient, staff: dict[str, str], body_id: str | None
@@ -241,13 +266,15 @@ def test_if_match_current_version_updates_and_stale_version_is_412_writing_nothi
     assert ok.get_json()["priority"] == "stat"
     before = store_counts(client, staff, "ServiceRequest")
 
-    stale = client.put(
-        url,
-        json={**sr, "status": "revoked"},
-        headers=with_headers(staff, **{"If-Match": 'W/"1"'}),
-    )
-    assert stale.status_code == 412
-    assert code_of(stale) == "OPTIMISTIC_LOCK_CONFLICT"
+    # a stale edit (someone else changed the draft meanwhile) and a stale status change
+    for change in ({"priority": "asap"}, {"status": "revoked"}):
+        stale = client.put(
+            url,
+            json={**sr, **change},
+            headers=with_headers(staff, **{"If-Match": 'W/"1"'}),
+        )
+        assert stale.status_code == 412, change
+        assert code_of(stale) == "OPTIMISTIC_LOCK_CONFLICT"
     current = client.get(url, headers=staff)
     assert current.get_json()["status"] == "draft"
     assert current.get_json()["priority"] == "stat"

@@ -50,6 +50,25 @@ def test_amoxicillin_with_active_warfarin_warns_and_activation_waits_for_acknowl
     assert ward.ok(ward.activate(amox))["status"] == "active"
 
 
+def test_editing_a_warned_draft_keeps_its_links_to_the_warnings(ward: Ward) -> None:
+    """The prescriber changes the dose of a warned amoxicillin draft with a body that says
+    nothing of the alerts: the order still names its DetectedIssues (a FHIR client reading
+    it still sees the interaction) and activation still waits for the acknowledgement."""
+    pid = ward.patient()
+    ward.ok(ward.activate(ward.order(ward.medication(pid, WARFARIN))))
+    amox = ward.order(ward.medication(pid, AMOXICILLIN_500_CAP))
+    links = amox["detectedIssue"]
+    assert links
+    body = {k: v for k, v in amox.items() if k not in ("detectedIssue", "meta")}
+    body["dosageInstruction"] = [{"text": "500 mg three times a day with food"}]
+    edited = ward.update(body, amox["meta"]["versionId"])
+    assert edited.status_code == 200, edited.json
+    assert edited.json["detectedIssue"] == links
+    assert ward.read(amox)["detectedIssue"] == links
+    blocked = ward.activate(amox)
+    assert "CDS_WARNING_UNACKNOWLEDGED" in issue_codes(blocked.json)
+
+
 def test_high_criticality_amoxicillin_allergy_rejects_the_order_and_stores_nothing(
     ward: Ward,
 ) -> None:

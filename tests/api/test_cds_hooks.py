@@ -104,11 +104,12 @@ def test_malformed_requests_are_400_with_a_message(ward: Ward, mutate: Any) -> N
     assert r.json["error"]["message"]
 
 
-def test_feedback_overridden_twice_records_one_acknowledgement(ward: Ward) -> None:
+def _warned_amoxicillin(ward: Ward) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A draft amoxicillin order next to active warfarin, and a feedback body overriding its
+    interaction card (the comment to fill in): (order, feedback)."""
     pid = ward.patient()
     ward.ok(ward.activate(ward.order(ward.medication(pid, WARFARIN))))
     order = ward.order(ward.medication(pid, AMOXICILLIN_500_CAP))
-    version = ward.read(order)["meta"]["versionId"]
     r = ward.client.post(
         "/cds-services/order-select-checks",
         json=_request("order-select", pid, [ward.read(order)]),
@@ -124,14 +125,27 @@ def test_feedback_overridden_twice_records_one_acknowledgement(ward: Ward) -> No
             {
                 "card": card["uuid"],
                 "outcome": "overridden",
-                "overrideReason": {"userComment": "INR checked daily"},
+                "overrideReason": {"userComment": ""},
                 "outcomeTimestamp": "2026-11-21T10:00:00Z",
             }
         ]
     }
+    return order, feedback
+
+
+def _with_comment(feedback: dict[str, Any], comment: str) -> dict[str, Any]:
+    [item] = feedback["feedback"]
+    return {"feedback": [{**item, "overrideReason": {"userComment": comment}}]}
+
+
+def test_feedback_overridden_twice_records_one_acknowledgement(ward: Ward) -> None:
+    order, feedback = _warned_amoxicillin(ward)
+    version = ward.read(order)["meta"]["versionId"]
     for _ in range(2):
         fb = ward.client.post(
-            "/cds-services/order-select-checks/feedback", json=feedback, headers=ward.doc
+            "/cds-services/order-select-checks/feedback",
+            json=_with_comment(feedback, "INR checked daily"),
+            headers=ward.doc,
         )
         assert fb.status_code == 200, fb.json
     ddi = next(a for a in ward.alerts(order) if "DDI-AMOX-WARFARIN" in rules([a]))
@@ -155,3 +169,23 @@ def test_feedback_for_an_unknown_card_is_404(ward: Ward) -> None:
     r = ward.client.post("/cds-services/order-select-checks/feedback", json=body, headers=ward.doc)
     assert r.status_code == 404
     assert r.json["error"]["code"] == "CDS_ALERT_NOT_FOUND"
+
+
+def test_feedback_overriding_with_a_blank_comment_is_400_and_acknowledges_nothing(
+    ward: Ward,
+) -> None:
+    """An override must say why: a comment of spaces is no reason, and the warning stays
+    unacknowledged (activation still waits for it)."""
+    order, feedback = _warned_amoxicillin(ward)
+    before = ward.read(order)
+    fb = ward.client.post(
+        "/cds-services/order-select-checks/feedback",
+        json=_with_comment(feedback, "   "),
+        headers=ward.doc,
+    )
+    assert fb.status_code == 400, fb.json
+    assert fb.json["error"]["code"] == "VALIDATION_ERROR"
+    ddi = next(a for a in ward.alerts(order) if "DDI-AMOX-WARFARIN" in rules([a]))
+    assert "mitigation" not in ddi
+    assert ward.read(order) == before
+    assert ward.activate(order).status_code == 422

@@ -68,6 +68,10 @@ def test_requests_alerts_refusals_and_replays_are_counted_by_template(
     assert value(after, "orders_cds_alerts_total", hook="order-select", level="warning") > value(
         before, "orders_cds_alerts_total", hook="order-select", level="warning"
     )
+    # the refused activation re-ran decision support at signing: counted under its own hook
+    assert value(after, "orders_cds_alerts_total", hook="order-sign", level="warning") > value(
+        before, "orders_cds_alerts_total", hook="order-sign", level="warning"
+    )
     assert value(after, "orders_db_pool_in_use") >= 0
 
 

@@ -515,6 +515,29 @@ def test_the_order_service_itself_applies_the_role_table(
         assert _current(api, scene) == before
 
 
+def _entered_in_error(api: LegacyApi, s: Scene) -> None:
+    _draft(api, s)
+    api.ok(api.change(s.oid, "correction", 1, "wrong patient"))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [t for t in TOKENS if not TABLE["correct an order (entered in error)"].roles.intersection(t)],
+    ids="+".join,
+)
+def test_a_role_that_may_not_correct_is_refused_whatever_the_orders_state(
+    api: LegacyApi, token: tuple[str, ...]
+) -> None:
+    """The role check comes first: an entered-in-error PUT on an order that already is
+    entered in error is 403 for a role without the correction right, not 409."""
+    scene = Scene(*api.admitted())
+    _entered_in_error(api, scene)
+    before = _current(api, scene)
+    r = _fhir_status("entered-in-error")(api, scene, _token(api, token, scene))
+    assert r.status_code == 403, (token, r.status_code, r.get_json())
+    assert _current(api, scene) == before
+
+
 @pytest.mark.parametrize("token", TOKENS, ids=["+".join(t) for t in TOKENS])
 def test_nobody_deletes_a_subscription(api: LegacyApi, token: tuple[str, ...]) -> None:
     """The server never deletes (an administrator sets `status` off instead): DELETE is

@@ -114,6 +114,12 @@ TARGETS: tuple[Target, ...] = (
             "tests/api/test_legacy_contract.py",
             "tests/api/test_legacy_offline.py",
             "tests/clinical/test_medication_safety.py",
+            # FHIR PUT of an order (create with a client id, draft edits, If-Match) is pinned
+            # by the CRUD tests; a blank override reason reaches `acknowledge` only through
+            # CDS Hooks feedback; the order-sign alert counter is read on /metrics.
+            "tests/api/test_fhir_crud.py",
+            "tests/api/test_cds_hooks.py",
+            "tests/api/test_metrics.py",
         ),
         None,
         only=frozenset(

@@ -49,6 +49,10 @@ WINDOW = 2.5
 WARMUP = 1.2
 #: The token subject of each server's clients: the AuditEvents' `agent` column.
 AGENTS = {paired.OFF: "bench-audit-off", paired.ON: "bench-audit-on"}
+#: Each side's `AUDIT_TRAIL`. An A/A check of the method itself (both "off": the paired
+#: CPU ratios should centre on 1.0, and the event check then fails, as it should) sets both
+#: the same from a script; docs/performance.md reports one.
+TRAIL = {paired.OFF: "off", paired.ON: "on"}
 
 
 class ServerMonitor(Monitor):
@@ -247,7 +251,7 @@ def compare(
     try:
         for mode in (paired.OFF, paired.ON):
             server = Server(
-                {**env, "AUDIT_TRAIL": mode},
+                {**env, "AUDIT_TRAIL": TRAIL[mode]},
                 log_dir / f"server-audit-{mode}.log",
                 workers=args.workers,
                 threads=args.threads,

@@ -252,10 +252,15 @@ def _supplied_medications(
 
 
 def _override_reason(value: Any) -> str | None:
+    """The override's reason text: the coded reason's display (or code), then the comment.
+
+    Only non-blank strings count, so a comment of spaces is refused here, at
+    `feedback[i].overrideReason` (the field the client sent), not deeper at a `reason` field
+    it never saw; and a coded reason with a blank comment stores no trailing spaces."""
     if not isinstance(value, dict):
         return None
     raw = value.get("reason")
     reason: dict[str, Any] = raw if isinstance(raw, dict) else {}
     parts = [reason.get("display") or reason.get("code"), value.get("userComment")]
-    text = ": ".join(str(p) for p in parts if p)
+    text = ": ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
     return text or None

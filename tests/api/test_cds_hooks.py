@@ -155,6 +155,21 @@ def test_feedback_overridden_twice_records_one_acknowledgement(ward: Ward) -> No
     assert ward.ok(ward.activate(order))["status"] == "active"
 
 
+def test_feedback_with_a_coded_reason_and_a_blank_comment_records_the_reason_alone(
+    ward: Ward,
+) -> None:
+    """A coded override reason is reason enough; the blank comment beside it adds nothing
+    (no trailing colon or spaces in the record)."""
+    order, feedback = _warned_amoxicillin(ward)
+    [item] = feedback["feedback"]
+    reason = {"code": "will-monitor", "display": "Will monitor the patient"}
+    body = {"feedback": [{**item, "overrideReason": {"reason": reason, "userComment": "  "}}]}
+    fb = ward.client.post("/cds-services/order-select-checks/feedback", json=body, headers=ward.doc)
+    assert fb.status_code == 200, fb.json
+    ddi = next(a for a in ward.alerts(order) if "DDI-AMOX-WARFARIN" in rules([a]))
+    assert ddi["mitigation"][0]["action"]["text"] == "Will monitor the patient"
+
+
 def test_feedback_for_an_unknown_card_is_404(ward: Ward) -> None:
     body = {
         "feedback": [
@@ -185,6 +200,8 @@ def test_feedback_overriding_with_a_blank_comment_is_400_and_acknowledges_nothin
     )
     assert fb.status_code == 400, fb.json
     assert fb.json["error"]["code"] == "VALIDATION_ERROR"
+    # Refused at the field the client sent, not at the acknowledgement's inner `reason`.
+    assert [d["field"] for d in fb.json["error"]["details"]] == ["feedback[0].overrideReason"]
     ddi = next(a for a in ward.alerts(order) if "DDI-AMOX-WARFARIN" in rules([a]))
     assert "mitigation" not in ddi
     assert ward.read(order) == before

@@ -28,7 +28,8 @@ from app.migrate import upgrade
 from app.runtime import get_runtime, rxnorm_overlay
 from app.rxnorm_import import build_overlay, write_overlay
 from app.settings import DEV_MODE_ENV, DEV_MODE_WARNING, ConfigurationError, Settings
-from app.web import draining
+from app.web import draining, granian_server
+from app.web.draining import WSGIApplication
 from app.worker import main as worker_main
 
 DEMO_TENANT = "demo"
@@ -139,25 +140,30 @@ def served_app() -> Flask:
     return app
 
 
-def _run_granian(host: str, port: int, workers: int, threads: int) -> None:
-    """Run granian (a Rust HTTP server with a WSGI interface) with the same app factory:
-    `threads` blocking threads per worker run the Flask app, as gunicorn's gthread does."""
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+def granian_app() -> WSGIApplication:
+    """The app factory of a granian worker: `served_app` with the drain's hooks (one per
+    worker, after the fork; app/web/granian_server.py)."""
+    app = served_app()
+    return granian_server.worker_app(app, app.config["SETTINGS"].shutdown_drain_seconds)
 
+
+def _run_granian(host: str, port: int, workers: int, threads: int, drain: float = 0.0) -> None:
+    """Run granian (a Rust HTTP server with a WSGI interface) with the same app factory:
+    `threads` blocking threads per worker run the Flask app, as gunicorn's gthread does.
+
+    Shutdown (SIGTERM) as with gunicorn: each worker drains for `drain` seconds, then stops
+    accepting and gives in-flight requests GRACEFUL_TIMEOUT_SECONDS; granian's parent waits
+    for both before SIGKILL."""
     _metrics_directory()
-    Granian(
-        "app.cli:served_app",
-        factory=True,
-        address=host,
+    granian_server.serve(
+        "app.cli:granian_app",
+        host=host,
         port=port,
-        interface=Interfaces.WSGI,
         workers=workers,
-        blocking_threads=threads,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_access=False,  # app.observability writes the access line
-    ).serve()
+        threads=threads,
+        drain_seconds=drain,
+        graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
+    )
 
 
 SERVERS = ("gunicorn", "granian")
@@ -235,7 +241,7 @@ def serve(host: str, port: int, workers: int, threads: int, dev_mode: bool, serv
     """Serve HTTP with a production WSGI server (threaded workers)."""
     settings = _dev_mode_settings(dev_mode)  # fail here, before forking, on a bad configuration
     if server == "granian":
-        _run_granian(host, port, workers, threads)
+        _run_granian(host, port, workers, threads, settings.shutdown_drain_seconds)
     else:
         _run_gunicorn(host, port, workers, threads, settings.shutdown_drain_seconds)
 

@@ -4,13 +4,16 @@ On SIGTERM a worker first *drains* for `SHUTDOWN_DRAIN_SECONDS` (default 5): it 
 serving every request, including new connections, but answers each with
 `Connection: close`, so no client keeps reusing a connection the server is about to drop,
 and `/readyz` answers 503 `draining`, so the load balancer takes the node out of rotation.
-Then gunicorn's own graceful stop runs: no new connections, in-flight requests finish
-within the graceful timeout, and kept-alive connections are answered with
-`Connection: close` before being closed. Without the drain, a request sent on a kept-alive
-connection or accepted just after SIGTERM was reset.
+Then the server's own graceful stop runs: no new connections, in-flight requests finish
+within the graceful timeout, and idle kept-alive connections are closed. Without the drain,
+a request sent on a kept-alive connection or accepted just after SIGTERM was reset.
+
+Both servers of `orders-service serve` drain the same way, each through its own hook:
+gunicorn's `post_worker_init` (`install_sigterm_drain`) and granian's worker start
+(app/web/granian_server.py); `drain_on_sigterm` is the part they share.
 
 The state is per process (one worker = one process); it is only ever set, never cleared.
-See docs/security.md ("Draining a node") for the operator's side.
+See README ("Draining a node") for the operator's side.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
 _draining = threading.Event()
+
+#: A WSGI application (PEP 3333): environ, start_response -> body.
+WSGIApplication = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 def begin() -> None:
@@ -31,6 +38,24 @@ def begin() -> None:
 
 def is_draining() -> bool:
     return _draining.is_set()
+
+
+def drain_on_sigterm(stop: Callable[[], None], seconds: float) -> None:
+    """Make this process's SIGTERM start the drain, and call `stop` (the server's own
+    graceful stop for this worker) `seconds` later. A second SIGTERM changes nothing: the
+    stop is already on its way (gunicorn's master and a systemd control-group kill may both
+    send one)."""
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        if _draining.is_set():
+            return
+        begin()
+        log.warning("SIGTERM: draining for %.1f s (Connection: close, /readyz 503)", seconds)
+        timer = threading.Timer(max(seconds, 0.0), stop)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def install_sigterm_drain(worker: Any, seconds: float) -> None:
@@ -54,14 +79,21 @@ def install_sigterm_drain(worker: Any, seconds: float) -> None:
         return application(environ, start_response)
 
     worker.wsgi = draining_wsgi
+    drain_on_sigterm(lambda: stop(signal.SIGTERM, None), seconds)
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if _draining.is_set():
-            return
-        begin()
-        log.warning("SIGTERM: draining for %.1f s (Connection: close, /readyz 503)", seconds)
-        timer = threading.Timer(max(seconds, 0.0), stop, args=(signum, frame))
-        timer.daemon = True
-        timer.start()
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+def closing_while_draining(application: WSGIApplication) -> WSGIApplication:
+    """`application`, with `Connection: close` added to each response while draining, for
+    a server that honours it from the application (granian does: it then closes the
+    connection after the response). PEP 3333 leaves hop-by-hop headers to the server; this
+    one is the server's own drain speaking through the only channel granian offers."""
+
+    def draining_wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if _draining.is_set():
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return application(environ, start)
+
+    return draining_wsgi

@@ -1,5 +1,5 @@
-"""`/metrics` in one process (issue 15 item 2); tests/integration/test_metrics_gunicorn.py
-scrapes a two-worker gunicorn. Labels carry route templates, never ids."""
+"""`/metrics` in one process (issue 15 item 2); tests/integration/test_metrics_workers.py
+scrapes two workers (gunicorn, granian). Labels carry route templates, never ids."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Issue 11, item 21: SIGTERM under gunicorn drains before it stops.
+"""Issue 11, item 21: SIGTERM drains before the server stops, under both servers of
+`orders-service serve` (gunicorn and granian, issue 13).
 
 A real `orders-service serve` process (its own port, SQLite, development mode) gets SIGTERM
 from this test. During the drain every request is still answered, each with
 `Connection: close` (on a kept-alive connection and on a new one), `/readyz` says 503
-`draining` so a load balancer stops routing, and the server then exits cleanly.
+`draining` so a load balancer stops routing, and the server then exits cleanly. A request
+still arriving when the graceful stop begins is answered before the server exits.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+@pytest.fixture(params=["gunicorn", "granian"])
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OIDC_", "REDIS_"))}
     env |= {
         "ORDERS_INSTANCE_PATH": str(tmp_path),
@@ -45,13 +49,18 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     }
     subprocess.run([*_cli(), "migrate"], env=env, check=True, capture_output=True)
     port = _free_port()
-    cmd = [*_cli(), "serve", "--dev", "--port", str(port), "--workers", "1", "--threads", "2"]
+    cmd = [*_cli(), "serve", "--dev", "--server", request.param, "--port", str(port)]
+    cmd += ["--workers", "1", "--threads", "2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            try:  # a worker answers (and has its SIGTERM handler), not only the socket
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                try:
+                    _get(probe, "/healthz")
+                finally:
+                    probe.close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -96,3 +105,39 @@ def test_sigterm_drains_then_stops(server: tuple[subprocess.Popen[bytes], int]) 
     started = time.monotonic()
     assert proc.wait(timeout=DRAIN_SECONDS + 15) == 0
     assert time.monotonic() - started < DRAIN_SECONDS + 10
+
+
+def test_a_request_in_flight_when_the_stop_begins_is_answered(
+    server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """A request whose body is still arriving when the drain ends (the FHIR face reads the
+    body first) is answered once it is complete; only then does the server exit."""
+    proc, port = server
+    body = b'{"resourceType": "ServiceRequest"}'
+    head = (
+        f"POST /fhir/R4/ServiceRequest HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    time.sleep(0.5)
+    pending = socket.create_connection(("127.0.0.1", port), timeout=10)
+    pending.sendall(head + body[:10])
+
+    # Well past the drain: the graceful stop has begun, and waits for this request.
+    time.sleep(max(0.0, signalled + DRAIN_SECONDS + 1.0 - time.monotonic()))
+    assert proc.poll() is None
+    pending.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nothing answered yet
+        pending.recv(1)
+    pending.setblocking(True)
+
+    pending.sendall(body[10:])
+    answer = b""
+    while chunk := pending.recv(65536):  # until the server closes the connection
+        answer += chunk
+    pending.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert b"\r\nconnection: close\r\n" in rest.lower()
+    assert proc.wait(timeout=15) == 0

@@ -1,6 +1,7 @@
-"""`/metrics` under `orders-service serve` with two gunicorn workers (issue 15 acceptance):
-one scrape shows the requests both workers served (prometheus-client multiprocess mode,
-`PROMETHEUS_MULTIPROC_DIR` set for the workers by `serve`)."""
+"""`/metrics` under `orders-service serve` with two workers, under both servers (gunicorn
+and granian; issues 15 and 13): one scrape shows the requests both workers served
+(prometheus-client multiprocess mode, `PROMETHEUS_MULTIPROC_DIR` set for the workers by
+`serve`), and a worker that dies stops counting in the live gauges while its counts stay."""
 
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(pg_app: Flask, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(params=["gunicorn", "granian"])
+def server(
+    request: pytest.FixtureRequest, pg_app: Flask, tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
     settings: Settings = pg_app.config["SETTINGS"]
     metrics_dir = tmp_path / "metrics"
     port = _free_port()
@@ -51,8 +54,9 @@ def server(pg_app: Flask, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     }
     script = Path(sys.executable).with_name("orders-service")
     log = (tmp_path / "server.log").open("wb")
+    cmd = [str(script), "serve", "--server", request.param, "--port", str(port)]
     proc = subprocess.Popen(
-        [str(script), "serve", "--port", str(port), "--workers", "2", "--threads", "2"],
+        [*cmd, "--workers", "2", "--threads", "2"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -129,3 +133,31 @@ def test_one_scrape_counts_the_requests_of_both_workers(
     scraped = requests.get(f"{url}/metrics", timeout=10)
     assert scraped.status_code == 200
     assert _count(scraped.text) == sent == sum(busy.values())
+
+
+def test_a_dead_worker_leaves_the_live_gauges_and_keeps_its_counts(
+    server: tuple[str, Path], pg_app: Flask
+) -> None:
+    """SIGKILL one worker: the server replaces it, the dead one's live gauges (connections in
+    use) are removed (gunicorn's `child_exit`, granian's respawn; app/web/granian_server.py),
+    and what it counted is still in the scrape."""
+    url, metrics_dir = server
+    token = mint_token(pg_app.config["SETTINGS"], roles=("CLINICIAN",), tenants=(TENANT,))
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
+    for _ in range(20):  # new connections: both workers use the database, most likely
+        assert requests.get(f"{url}{ROUTE}?_count=1", headers=headers, timeout=10).ok
+    live = {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_livesum_*.db")}
+    assert live, sorted(p.name for p in metrics_dir.iterdir())
+    victim = min(live)
+    before = _count(requests.get(f"{url}/metrics", timeout=10).text)
+    assert before == 20
+
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (metrics_dir / f"gauge_livesum_{victim}.db").exists():
+        assert time.monotonic() < deadline, "the dead worker's live gauges stayed"
+        time.sleep(0.2)
+    # Every worker answers again (the replacement included), and the counts are kept.
+    for _ in range(10):
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    assert _count(requests.get(f"{url}/metrics", timeout=10).text) == before

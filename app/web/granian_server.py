@@ -1,0 +1,101 @@
+"""granian as the server of `orders-service serve` (issue 13), with what gunicorn's hooks
+give us: the SIGTERM drain and the multiprocess metrics' bookkeeping.
+
+granian's shape (2.x, `granian.server.mp.MPServer`): a Python parent binds the socket and
+forks `workers` processes; each serves HTTP from Rust and runs the WSGI app on `threads`
+blocking threads. On SIGTERM (or SIGINT) the parent sends SIGTERM to every worker and waits
+for each (up to `workers_kill_timeout`, then SIGKILL). A worker's SIGTERM handler, which
+granian installs once the app is loaded, starts granian's graceful stop: the worker stops
+accepting, finishes its in-flight requests (answered with `Connection: close`) and closes
+its idle kept-alive connections.
+
+The drain (app/web/draining.py) puts one step in front of that graceful stop, in each
+worker, just as it does in a gunicorn worker:
+
+- `worker_app`, which builds the WSGI callable in each worker, wraps granian's signal set-up
+  (`granian._signals.set_sync_signals`, which the worker calls right after loading the app)
+  so that the worker's SIGTERM starts the drain, and granian's own stop follows
+  `SHUTDOWN_DRAIN_SECONDS` later. While draining, every response carries
+  `Connection: close`, which granian honours (it closes the connection after that
+  response), and `/readyz` answers 503.
+- The parent needs nothing new for the drain: it forwards SIGTERM at once, as gunicorn's
+  master does, and waits GRACEFUL_TIMEOUT plus the drain before it kills a worker. Because
+  each worker drains on its own SIGTERM, a signal to the parent alone (Kubernetes,
+  `docker stop`) and one to every process (systemd's control-group kill) behave the same.
+
+Metrics: prometheus-client's files in `PROMETHEUS_MULTIPROC_DIR` are per process, so a
+scrape of any worker already adds up all of them. What gunicorn's `child_exit` adds, the
+parent does here: a worker that is replaced (crashed, or respawned) has its live gauges
+removed (`mark_process_dead`). Crashed workers are replaced, as gunicorn does, instead of
+granian's default of stopping the server.
+
+Differences a client may see (HTTP says both are insignificant): granian sends the canonical
+reason phrase (`404 Not Found`, whatever the app's status text) and lower-case header names.
+
+The hook into `granian._signals` is the one private name used; granian is pinned below 3
+and tests/integration/test_graceful_shutdown.py fails if the drain stops working.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from app.web import draining
+from app.web.draining import WSGIApplication
+
+
+def worker_app(application: WSGIApplication, drain_seconds: float) -> WSGIApplication:
+    """The WSGI callable a granian worker serves; call it in the worker (the app factory
+    runs there, before granian sets up the worker's signals)."""
+    from granian import _signals
+
+    granian_set_up = _signals.set_sync_signals
+
+    def set_sync_signals() -> Any:
+        stop = granian_set_up()  # a WorkerSignal: set() starts granian's graceful stop
+        draining.drain_on_sigterm(stop.set, drain_seconds)
+        return stop
+
+    _signals.set_sync_signals = set_sync_signals
+    return draining.closing_while_draining(application)
+
+
+def serve(
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    drain_seconds: float,
+    graceful_timeout: int,
+) -> None:
+    """Run granian in this process (the parent) until SIGTERM or SIGINT. `factory` names the
+    app factory ("module:function"), called once in each worker; it should return
+    `worker_app(...)`."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.mp import MPServer
+    from prometheus_client import multiprocess
+
+    class Server(MPServer):
+        def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> None:
+            replaced = [self.wrks[idx].inner.pid for idx in workers]
+            super()._respawn_workers(workers, *args, **kwargs)  # the old ones have exited
+            for pid in replaced:
+                multiprocess.mark_process_dead(pid)
+
+    Server(
+        factory,
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_access=False,  # app.observability writes the access line
+        respawn_failed_workers=True,
+        workers_kill_timeout=graceful_timeout + math.ceil(drain_seconds),
+    ).serve()

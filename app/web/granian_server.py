@@ -23,6 +23,12 @@ worker, just as it does in a gunicorn worker:
   each worker drains on its own SIGTERM, a signal to the parent alone (Kubernetes,
   `docker stop`) and one to every process (systemd's control-group kill) behave the same.
 
+Exit: a granian worker is a `multiprocessing` process, which ends with `os._exit` and so
+never runs the `atexit` handlers a gunicorn worker runs on its way out; the audit trail's
+buffered read events are written by one (app/services/audit_trail.py). `worker_app`
+registers them with multiprocessing's own exit finalizers, so a worker that stops (drain,
+respawn) writes its buffer first, as a gunicorn worker does.
+
 Metrics: prometheus-client's files in `PROMETHEUS_MULTIPROC_DIR` are per process, so a
 scrape of any worker already adds up all of them. What gunicorn's `child_exit` adds, the
 parent does here: a worker that is replaced (crashed, or respawned) has its live gauges
@@ -32,13 +38,16 @@ granian's default of stopping the server.
 Differences a client may see (HTTP says both are insignificant): granian sends the canonical
 reason phrase (`404 Not Found`, whatever the app's status text) and lower-case header names.
 
-The hook into `granian._signals` is the one private name used; granian is pinned below 3
-and tests/integration/test_graceful_shutdown.py fails if the drain stops working.
+The hook into `granian._signals` and `atexit._run_exitfuncs` are the private names used;
+granian is pinned below 3, and tests/integration/test_graceful_shutdown.py fails if the
+drain or the exit's flush stops working.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing.util
 from typing import Any
 
 from app.web import draining
@@ -58,6 +67,8 @@ def worker_app(application: WSGIApplication, drain_seconds: float) -> WSGIApplic
         return stop
 
     _signals.set_sync_signals = set_sync_signals
+    # Run this process's atexit handlers when the worker ends (see the module docstring).
+    multiprocessing.util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
     return draining.closing_while_draining(application)
 
 

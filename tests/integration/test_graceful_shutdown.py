@@ -10,10 +10,13 @@ still arriving when the graceful stop begins is answered before the server exits
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +26,8 @@ from pathlib import Path
 import pytest
 
 DRAIN_SECONDS = 2.0
+#: The server process, its port, its environment.
+Server = tuple[subprocess.Popen[bytes], int, dict[str, str]]
 
 
 def _free_port() -> int:
@@ -38,14 +43,13 @@ def _cli() -> list[str]:
 
 
 @pytest.fixture(params=["gunicorn", "granian"])
-def server(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OIDC_", "REDIS_"))}
     env |= {
         "ORDERS_INSTANCE_PATH": str(tmp_path),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'orders.db'}",
         "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+        "AUDIT_FLUSH_SECONDS": "60",  # the audit buffer is written at exit, not before
     }
     subprocess.run([*_cli(), "migrate"], env=env, check=True, capture_output=True)
     port = _free_port()
@@ -66,7 +70,7 @@ def server(
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("the server did not start")
                 time.sleep(0.1)
-        yield proc, port
+        yield proc, port, env
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -74,14 +78,20 @@ def server(
 
 
 def _get(conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
-    conn.request("GET", path)
+    return _get_with(conn, path, {})
+
+
+def _get_with(
+    conn: http.client.HTTPConnection, path: str, headers: dict[str, str]
+) -> http.client.HTTPResponse:
+    conn.request("GET", path, headers=headers)
     resp = conn.getresponse()
     resp.read()
     return resp
 
 
-def test_sigterm_drains_then_stops(server: tuple[subprocess.Popen[bytes], int]) -> None:
-    proc, port = server
+def test_sigterm_drains_then_stops(server: Server) -> None:
+    proc, port, _env = server
     kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     first = _get(kept, "/healthz")
     assert first.status == 200
@@ -108,11 +118,11 @@ def test_sigterm_drains_then_stops(server: tuple[subprocess.Popen[bytes], int]) 
 
 
 def test_a_request_in_flight_when_the_stop_begins_is_answered(
-    server: tuple[subprocess.Popen[bytes], int],
+    server: Server,
 ) -> None:
     """A request whose body is still arriving when the drain ends (the FHIR face reads the
     body first) is answered once it is complete; only then does the server exit."""
-    proc, port = server
+    proc, port, _env = server
     body = b'{"resourceType": "ServiceRequest"}'
     head = (
         f"POST /fhir/R4/ServiceRequest HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -141,3 +151,43 @@ def test_a_request_in_flight_when_the_stop_begins_is_answered(
     assert status_line.startswith(b"HTTP/1.1 401"), answer[:300]
     assert b"\r\nconnection: close\r\n" in rest.lower()
     assert proc.wait(timeout=15) == 0
+
+
+def test_a_stopping_worker_writes_its_buffered_read_audit_events(
+    server: Server, tmp_path: Path
+) -> None:
+    """Read AuditEvents wait in a per-worker buffer (docs/operations.md "Loss window"); a
+    worker that stops on SIGTERM writes them before it exits, under either server."""
+    proc, port, env = server
+    token = subprocess.run(
+        [*_cli(), "token", "--role", "ADMIN", "--role", "CLINICIAN", "--tenant", "t1"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "t1"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    patient = {"resourceType": "Patient", "name": [{"family": "Doe"}], "birthDate": "1970-01-01"}
+    conn.request(
+        "POST",
+        "/fhir/R4/Patient",
+        body=json.dumps(patient),
+        headers={**headers, "Content-Type": "application/fhir+json"},
+    )
+    created = conn.getresponse()
+    assert created.status == 201, created.read()
+    pid = json.loads(created.read())["id"]
+    read = _get_with(conn, f"/fhir/R4/Patient/{pid}", headers)
+    conn.close()
+    assert read.status == 200
+
+    def audit_events() -> int:
+        with contextlib.closing(sqlite3.connect(tmp_path / "orders.db")) as db:
+            count: int = db.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+        return count
+
+    written = audit_events()  # the create's, written with it; the read's is buffered
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=DRAIN_SECONDS + 15) == 0
+    assert audit_events() == written + 1

@@ -166,7 +166,15 @@ def _run_granian(host: str, port: int, workers: int, threads: int, drain: float 
     )
 
 
-SERVERS = ("gunicorn", "granian")
+#: The first is the default: granian costs less CPU per request (docs/decisions.md).
+SERVERS = ("granian", "gunicorn")
+
+
+def _run_server(
+    server: str, host: str, port: int, workers: int, threads: int, drain: float = 0.0
+) -> None:
+    run = _run_granian if server == "granian" else _run_gunicorn
+    run(host, port, workers, threads, drain)
 
 
 def _migrate(settings: Settings) -> None:
@@ -215,6 +223,13 @@ _port = click.option("--port", default=8000, show_default=True, type=int, help="
 _threads = click.option(
     "--threads", default=4, show_default=True, type=click.IntRange(1), help="Threads per worker."
 )
+_server = click.option(
+    "--server",
+    type=click.Choice(SERVERS),
+    default=SERVERS[0],
+    show_default=True,
+    help="WSGI server; both drain on SIGTERM (README, 'Draining a node').",
+)
 
 
 @main.command()
@@ -230,20 +245,11 @@ _threads = click.option(
     is_flag=True,
     help=f"Allow development mode (no OIDC_*; local signing key). Same as {DEV_MODE_ENV}=1.",
 )
-@click.option(
-    "--server",
-    type=click.Choice(SERVERS),
-    default="gunicorn",
-    show_default=True,
-    help="WSGI server: gunicorn, or granian (less CPU per request; no drain phase yet).",
-)
+@_server
 def serve(host: str, port: int, workers: int, threads: int, dev_mode: bool, server: str) -> None:
     """Serve HTTP with a production WSGI server (threaded workers)."""
     settings = _dev_mode_settings(dev_mode)  # fail here, before forking, on a bad configuration
-    if server == "granian":
-        _run_granian(host, port, workers, threads, settings.shutdown_drain_seconds)
-    else:
-        _run_gunicorn(host, port, workers, threads, settings.shutdown_drain_seconds)
+    _run_server(server, host, port, workers, threads, settings.shutdown_drain_seconds)
 
 
 @main.command()
@@ -330,7 +336,8 @@ def token(
     help="Worker processes [default: 1 with the in-process cache, else 2].",
 )
 @_threads
-def dev(host: str, port: int, workers: int | None, threads: int) -> None:
+@_server
+def dev(host: str, port: int, workers: int | None, threads: int, server: str) -> None:
     """Migrate, seed the demo tenant, print a CLINICIAN token and a curl line, then serve."""
     settings = _dev_mode_settings(True)
     _migrate(settings)
@@ -357,8 +364,8 @@ def dev(host: str, port: int, workers: int | None, threads: int) -> None:
         )
     else:
         click.echo("OIDC is configured: use a token from your identity provider.")
-    click.echo(f"serving on {base} (Ctrl-C stops)")
-    _run_gunicorn(host, port, workers, threads)
+    click.echo(f"serving on {base} with {server} (Ctrl-C stops)")
+    _run_server(server, host, port, workers, threads)
 
 
 @main.group()

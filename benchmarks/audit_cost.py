@@ -8,7 +8,7 @@ see nearly the same machine. Per pair: on/off of req/s and of CPU per request; p
 median of those ratios with a distribution-free interval, and one verdict (`paired.verdict`:
 the median CPU-per-request ratio at most 1.10).
 
-What "CPU per request" counts (`ServerMonitor`): the server's process tree (gunicorn master
+What "CPU per request" counts (`ServerMonitor`): the server's process tree (main process
 and workers; the trail's flusher is a daemon thread in each worker, so its CPU is the
 workers') plus the PostgreSQL backends serving *that server's* connections (found by their
 client ports; the flusher's `COPY` runs in one of them). Not counted: the cluster's shared

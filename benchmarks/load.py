@@ -3,7 +3,7 @@
 N client threads each run one operation after another, as fast as the answers come (no
 think time). A phase runs `warmup` seconds unmeasured, then a fixed window; a request counts
 when it completes inside the window, and its latency is measured around that one request.
-Server CPU (gunicorn master + workers), PostgreSQL CPU (every postgres process), the load
+Server CPU (main process + workers), PostgreSQL CPU (every postgres process), the load
 generator's own CPU and the workers' RSS are sampled over exactly the same window.
 """
 

@@ -37,6 +37,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("logging (JSON access log)", ("logging/__init__.py", "pythonjsonlogger/")),
     ("Flask / Werkzeug request handling", ("flask/", "werkzeug/")),
     ("gunicorn (HTTP parsing, socket I/O)", ("gunicorn/",)),
+    ("granian (WSGI glue; its HTTP is Rust, outside these samples)", ("granian/",)),
     ("Redis client", ("redis/",)),
     ("stdlib json", ("json/decoder.py", "json/encoder.py", "json/__init__.py")),
     ("deepcopy", ("copy.py",)),
@@ -53,6 +54,7 @@ PACKAGES: list[tuple[str, tuple[str, ...]]] = [
     ("logging + python-json-logger", ("logging/", "pythonjsonlogger/")),
     ("Flask + Werkzeug", ("flask/", "werkzeug/")),
     ("gunicorn", ("gunicorn/",)),
+    ("granian (Python part)", ("granian/",)),
     ("redis-py", ("redis/",)),
     ("application code (app/)", ("(app/",)),
 ]
@@ -119,7 +121,15 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int = 20) -> str:
     out.append(f"  top {top} app frames (inclusive):")
     for key, n in app_frames[:top]:
         out.append(f"    {100.0 * n / total:5.1f}%  {key}")
-    skip = ("click/", "gunicorn/", "flask/app.py", "threading.py", "concurrent/futures", "<module>")
+    skip = (
+        "click/",
+        "gunicorn/",
+        "granian/",
+        "flask/app.py",
+        "threading.py",
+        "concurrent/futures",
+        "<module>",
+    )
     lib_frames = [
         (k, n)
         for k, n in inclusive.most_common()

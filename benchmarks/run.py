@@ -10,12 +10,12 @@
    Redis db 14, and seeds through the repository's bulk path (benchmarks/seed.py) — not
    HTTP: `--scale` ServiceRequests, `--hot` of them on one patient (80% active), the rest
    spread over `--patients` patients, each with an in-progress Encounter;
-2. starts `orders-service serve` (gunicorn, `--workers` x `--threads`) on a free loopback
-   port with a temporary instance folder (development tokens), waits for /readyz, and always
-   stops it at the end (errors and Ctrl-C included);
+2. starts `orders-service serve` (its default server, `--workers` x `--threads`) on a free
+   loopback port with a temporary instance folder (development tokens), waits for /readyz,
+   and always stops it at the end (errors and Ctrl-C included);
 3. runs each phase with `--clients` closed-loop clients: `--warmup` s unmeasured, then a
    `--duration` s window — req/s, p50/p95/p99, errors (unexpected statuses), server CPU
-   (gunicorn master + workers), PostgreSQL CPU, the load generator's CPU, workers' peak RSS;
+   (main process + workers), PostgreSQL CPU, the load generator's CPU, workers' peak RSS;
 4. measures raw PostgreSQL insert and primary-key select rates with the same machinery
    (benchmarks/raw_pg.py) and prints every phase as a fraction of them, with the targets of
    issue 5 marked met / not met.
@@ -92,13 +92,13 @@ WRITE_P99_MS = 50.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Benchmark orders-service (gunicorn + PostgreSQL + Redis) on loopback.",
+        description="Benchmark orders-service (its server + PostgreSQL + Redis) on loopback.",
     )
     p.add_argument("--scale", type=int, default=20_000, help="ServiceRequests to seed")
     p.add_argument("--hot", type=int, default=2_000, help="of which on the one hot patient")
     p.add_argument("--patients", type=int, default=None, help="other patients [scale/20]")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    p.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--threads", type=int, default=4, help="threads per server worker")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients per phase")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--serve-args",
         default="",
         help="more `orders-service serve` arguments for this checkout's server, e.g. "
-        "'--server granian' (A/B: the baseline's server gets none)",
+        "'--server gunicorn' (A/B: the baseline's server gets none, so runs its own default)",
     )
     p.add_argument(
         "--baseline",
@@ -341,7 +341,7 @@ def report(
         lines.append(" | ".join(f"{c:{a}{w}}" for c, (_n, a, w) in zip(cells, cols, strict=True)))
     lines.append(
         "CPU columns: % of one core over the window (this machine has "
-        f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%). server = gunicorn master + "
+        f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%). server = main process + "
         "workers; PG = all postgres processes; client = this load generator; other = the rest "
         "of the machine (other jobs, kernel), i.e. noise. srv ms/req = server CPU ms per "
         "request. DB trips = database round trips one request makes (statements + BEGIN, "

@@ -1,8 +1,9 @@
-"""The production stack under test: `orders-service serve` (gunicorn) as a subprocess.
+"""The production stack under test: `orders-service serve` (the build's default server,
+granian or gunicorn, unless `serve_args` names one) as a subprocess.
 
 The server runs in its own session (process group), so a Ctrl-C in the terminal reaches only
-the benchmark, whose `finally` stops the server: SIGTERM to the gunicorn master (graceful),
-then SIGKILL to the group it leads if it has not exited in time.
+the benchmark, whose `finally` stops the server: SIGTERM to its main process (graceful: the
+drain, then the stop), then SIGKILL to the group it leads if it has not exited in time.
 """
 
 from __future__ import annotations

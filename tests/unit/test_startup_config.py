@@ -44,7 +44,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(cli, "_run_gunicorn", lambda host, port, *_: calls.append((host, port)))
+    for server in ("_run_granian", "_run_gunicorn"):  # whichever `serve` runs, nothing starts
+        monkeypatch.setattr(cli, server, lambda host, port, *_: calls.append((host, port)))
     return calls
 
 
@@ -122,6 +123,22 @@ def test_serve_dev_flag_runs_with_a_loud_warning(
     assert served == [("127.0.0.1", 8123)]
     assert "DEVELOPMENT MODE" in result.output
     assert "ADMIN tokens for any" in result.output
+
+
+def test_serve_runs_granian_unless_gunicorn_is_asked_for(
+    env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """granian is the default (docs/decisions.md); both get the drain seconds."""
+    env.setenv("SHUTDOWN_DRAIN_SECONDS", "7")
+    ran: list[tuple[str, float]] = []
+    for server in ("granian", "gunicorn"):
+        monkeypatch.setattr(
+            cli, f"_run_{server}", lambda *args, s=server: ran.append((s, args[-1]))
+        )
+    for args in (["serve", "--dev"], ["serve", "--dev", "--server", "gunicorn"]):
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 0, result.output
+    assert ran == [("granian", 7.0), ("gunicorn", 7.0)]
 
 
 def test_dev_mode_env_variable_is_the_same_opt_in(

@@ -144,7 +144,7 @@ def granian_app() -> WSGIApplication:
     """The app factory of a granian worker: `served_app` with the drain's hooks (one per
     worker, after the fork; app/web/granian_server.py)."""
     app = served_app()
-    return granian_server.worker_app(app, app.config["SETTINGS"].shutdown_drain_seconds)
+    return granian_server.worker_app(app, app.config["SETTINGS"])
 
 
 def _run_granian(host: str, port: int, workers: int, threads: int, drain: float = 0.0) -> None:

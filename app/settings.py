@@ -20,6 +20,8 @@ DEV_MODE_WARNING = (
 )
 #: Who may scrape /metrics without a token: loopback (a sidecar or node agent).
 DEFAULT_METRICS_NETWORKS = "127.0.0.0/8,::1/128"
+#: Proxies whose `X-Forwarded-Proto` (and kin) set the request's scheme: gunicorn's default.
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -51,6 +53,11 @@ class Settings:
     metrics_token: str | None = None
     metrics_networks: tuple[Network, ...] = field(
         default_factory=lambda: parse_networks(DEFAULT_METRICS_NETWORKS)
+    )
+    #: `FORWARDED_ALLOW_IPS`, the variable gunicorn reads itself: the addresses (or CIDRs;
+    #: `*` = any) whose scheme headers granian's workers believe (app/web/granian_server.py).
+    forwarded_allow: tuple[Network, ...] = field(
+        default_factory=lambda: parse_forwarded_allow(DEFAULT_FORWARDED_ALLOW_IPS)
     )
     #: The access audit trail; off only to measure its cost (`make bench`), never in use.
     audit_enabled: bool = True
@@ -97,6 +104,9 @@ class Settings:
             metrics_token=env.get("METRICS_TOKEN") or None,
             metrics_networks=parse_networks(
                 env.get("METRICS_ALLOW_NETWORKS", DEFAULT_METRICS_NETWORKS)
+            ),
+            forwarded_allow=parse_forwarded_allow(
+                env.get("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS)
             ),
             audit_enabled=_flag(env.get("AUDIT_TRAIL", "on"), "AUDIT_TRAIL"),
             audit_flush_seconds=_flush_seconds(env.get("AUDIT_FLUSH_SECONDS", "1")),
@@ -157,6 +167,18 @@ def parse_networks(text: str) -> tuple[Network, ...]:
         return tuple(ipaddress.ip_network(p.strip()) for p in text.split(",") if p.strip())
     except ValueError as exc:
         raise ConfigurationError(f"METRICS_ALLOW_NETWORKS: {exc}") from exc
+
+
+def parse_forwarded_allow(text: str) -> tuple[Network, ...]:
+    """`FORWARDED_ALLOW_IPS` as gunicorn reads it: comma-separated addresses or CIDRs, `*`
+    for any address."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if "*" in parts:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    try:
+        return tuple(ipaddress.ip_network(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigurationError(f"FORWARDED_ALLOW_IPS: {exc}") from exc
 
 
 def _flag(value: str, name: str) -> bool:

@@ -1,5 +1,6 @@
-"""granian as the server of `orders-service serve` (issue 13), with what gunicorn's hooks
-give us: the SIGTERM drain and the multiprocess metrics' bookkeeping.
+"""granian as the server of `orders-service serve` (issue 13), with what gunicorn gives us
+through its hooks and its workers' exit: the SIGTERM drain, the audit trail's flush at exit
+and the multiprocess metrics' bookkeeping.
 
 granian's shape (2.x, `granian.server.mp.MPServer`): a Python parent binds the socket and
 forks `workers` processes; each serves HTTP from Rust and runs the WSGI app on `threads`
@@ -22,6 +23,7 @@ worker, just as it does in a gunicorn worker:
   master does, and waits GRACEFUL_TIMEOUT plus the drain before it kills a worker. Because
   each worker drains on its own SIGTERM, a signal to the parent alone (Kubernetes,
   `docker stop`) and one to every process (systemd's control-group kill) behave the same.
+  (SIGINT reaching the workers, a Ctrl-C in a terminal, stops them at once, as before.)
 
 Exit: a granian worker is a `multiprocessing` process, which ends with `os._exit` and so
 never runs the `atexit` handlers a gunicorn worker runs on its way out; the audit trail's
@@ -35,28 +37,79 @@ parent does here: a worker that is replaced (crashed, or respawned) has its live
 removed (`mark_process_dead`). Crashed workers are replaced, as gunicorn does, instead of
 granian's default of stopping the server.
 
-Differences a client may see (HTTP says both are insignificant): granian sends the canonical
-reason phrase (`404 Not Found`, whatever the app's status text) and lower-case header names.
+The scheme behind a TLS-terminating proxy: gunicorn believes `X-Forwarded-Proto: https` (and
+`X-Forwarded-Protocol: ssl`, `X-Forwarded-SSL: on`) from the addresses in
+`FORWARDED_ALLOW_IPS` (loopback by default), so links built from the request (`fullUrl`,
+`Location`, paging; with `TRUSTED_HOSTS` and no `PUBLIC_BASE_URL`) say `https`. granian
+believes no header; `forwarded_scheme` applies gunicorn's rule, contradictory headers
+included (400).
 
-The hook into `granian._signals` and `atexit._run_exitfuncs` are the private names used;
-granian is pinned below 3, and tests/integration/test_graceful_shutdown.py fails if the
-drain or the exit's flush stops working.
+Differences a client may see (canonical reason phrases, lower-case header names, limits):
+docs/operations.md, "Processes".
+
+Private names used: `granian._signals.set_sync_signals`, `MPServer._respawn_workers` and its
+`wrks`, `atexit._run_exitfuncs`. granian is pinned below 3, and the tests that run both
+servers (tests/integration/test_graceful_shutdown.py, test_metrics_workers.py) fail if any
+of them stops doing its part.
 """
 
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import math
 import multiprocessing.util
 from typing import Any
 
+from app.settings import Network, Settings
 from app.web import draining
 from app.web.draining import WSGIApplication
 
+#: gunicorn's `secure_scheme_headers`: the header (as a WSGI key) and its value for https.
+SECURE_SCHEME_HEADERS = {
+    "HTTP_X_FORWARDED_PROTOCOL": "ssl",
+    "HTTP_X_FORWARDED_PROTO": "https",
+    "HTTP_X_FORWARDED_SSL": "on",
+}
+_CONTRADICTORY = b"Contradictory scheme headers\n"
 
-def worker_app(application: WSGIApplication, drain_seconds: float) -> WSGIApplication:
+
+def forwarded_scheme(application: WSGIApplication, allowed: tuple[Network, ...]) -> WSGIApplication:
+    """`application`, with `wsgi.url_scheme` taken from the scheme headers of a request whose
+    peer is in `allowed`, as gunicorn does (see the module docstring); headers that disagree
+    are a 400, as there."""
+
+    def scheme_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        schemes = {
+            "https" if environ[name] == secure else "http"
+            for name, secure in SECURE_SCHEME_HEADERS.items()
+            if name in environ
+        }
+        if schemes and _peer_in(environ.get("REMOTE_ADDR", ""), allowed):
+            if len(schemes) > 1:
+                length = str(len(_CONTRADICTORY))
+                start_response(
+                    "400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", length)]
+                )
+                return [_CONTRADICTORY]
+            environ["wsgi.url_scheme"] = schemes.pop()
+        return application(environ, start_response)
+
+    return scheme_wsgi
+
+
+def _peer_in(address: str, allowed: tuple[Network, ...]) -> bool:
+    try:
+        peer = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(peer in network for network in allowed)
+
+
+def worker_app(application: WSGIApplication, settings: Settings) -> WSGIApplication:
     """The WSGI callable a granian worker serves; call it in the worker (the app factory
     runs there, before granian sets up the worker's signals)."""
+    drain_seconds = settings.shutdown_drain_seconds
     from granian import _signals
 
     granian_set_up = _signals.set_sync_signals
@@ -69,7 +122,8 @@ def worker_app(application: WSGIApplication, drain_seconds: float) -> WSGIApplic
     _signals.set_sync_signals = set_sync_signals
     # Run this process's atexit handlers when the worker ends (see the module docstring).
     multiprocessing.util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
-    return draining.closing_while_draining(application)
+    served = forwarded_scheme(application, settings.forwarded_allow)
+    return draining.closing_while_draining(served)
 
 
 def serve(

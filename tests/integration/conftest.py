@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from tests.conftest import PG_ADMIN_URL, PG_TEST_DB
+from tests.served import SERVERS, Served, serving
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -32,3 +33,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     made.dispose()
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=SERVERS)
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """`orders-service serve` under each server in turn (tests/served.py)."""
+    with serving(request.param, tmp_path) as server:
+        yield server

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,15 +25,9 @@ from app.cache import CacheUnavailable, CircuitBreaker, RedisCache
 from app.migrate import upgrade
 from app.settings import Settings
 from tests.legacy_data import LegacyApi, lab
+from tests.served import free_port
 
 REDIS_ARGS = ("--save", "", "--appendonly", "no", "--dir")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @dataclass
@@ -51,7 +44,7 @@ class OwnRedis:
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*("redis-server", "--port", str(port), "--bind", "127.0.0.1"), *REDIS_ARGS, str(tmp_path)],
         stdout=subprocess.DEVNULL,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth.devkeys import mint_token
 from app.settings import Settings
+from tests.served import free_port
 
 pytestmark = pytest.mark.slow
 ROUTE = "/fhir/R4/ServiceRequest"
 TENANT = "metrics-t"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["gunicorn", "granian"])
@@ -43,7 +37,7 @@ def server(
 ) -> Iterator[tuple[str, Path]]:
     settings: Settings = pg_app.config["SETTINGS"]
     metrics_dir = tmp_path / "metrics"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,

@@ -30,6 +30,7 @@ ENV = (
     "DATABASE_URL",
     "REDIS_URL",
     "OIDC_CLIENT_ID",
+    "FORWARDED_ALLOW_IPS",
 )
 
 
@@ -173,3 +174,20 @@ def test_make_run_still_works(env: pytest.MonkeyPatch, served: list[tuple[str, i
     assert result.exit_code == 0, result.output
     assert served == [("127.0.0.1", 8124)]
     assert "export TOKEN=" in result.output
+
+
+def test_forwarded_allow_ips_reads_as_gunicorn_reads_it(env: pytest.MonkeyPatch) -> None:
+    """`FORWARDED_ALLOW_IPS`: loopback by default, addresses or CIDRs, `*` for any; a typo
+    stops the start instead of silently trusting nobody (or everybody)."""
+    default = Settings.from_env().forwarded_allow
+    assert [str(n) for n in default] == ["127.0.0.1/32", "::1/128"]
+    env.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.168.1.7")
+    assert [str(n) for n in Settings.from_env().forwarded_allow] == [
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+    ]
+    env.setenv("FORWARDED_ALLOW_IPS", "*")
+    assert [str(n) for n in Settings.from_env().forwarded_allow] == ["0.0.0.0/0", "::/0"]
+    env.setenv("FORWARDED_ALLOW_IPS", "10.0.0.300")
+    with pytest.raises(ConfigurationError, match="FORWARDED_ALLOW_IPS"):
+        Settings.from_env()

@@ -49,8 +49,8 @@ docs/operations.md, "Processes".
 
 Private names used: `granian._signals.set_sync_signals`, `MPServer._respawn_workers` and its
 `wrks`, `atexit._run_exitfuncs`. granian is pinned below 3, and the tests that run both
-servers (tests/integration/test_graceful_shutdown.py, test_metrics_workers.py) fail if any
-of them stops doing its part.
+servers (tests/integration/test_graceful_shutdown.py, test_metrics_workers.py,
+test_forwarded_scheme.py) fail if any of them stops doing its part.
 """
 
 from __future__ import annotations

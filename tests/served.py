@@ -4,8 +4,10 @@ so a test can hold both to the same behaviour (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +60,19 @@ def get(
     return resp
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc; no psutil in the test tools)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def free_port() -> int:
     """A loopback port nobody listens on (right now)."""
     with socket.socket() as sock:
@@ -100,6 +115,10 @@ def serving(server: str, folder: Path) -> Iterator[Served]:
                 probe.close()
         yield served
     finally:
+        workers = children(proc.pid)
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        for worker in workers:  # not left to find out by themselves that the parent is gone
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)

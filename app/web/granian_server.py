@@ -31,6 +31,11 @@ buffered read events are written by one (app/services/audit_trail.py). `worker_a
 registers them with multiprocessing's own exit finalizers, so a worker that stops (drain,
 respawn) writes its buffer first, as a gunicorn worker does.
 
+A dead parent: a gunicorn worker notices its master is gone (its parent pid changes) and
+stops; a granian worker would serve on, orphaned, holding the port. `worker_app` starts a
+thread that checks every second and, when the parent is gone, sends the worker SIGTERM: it
+drains and stops like any other.
+
 Metrics: prometheus-client's files in `PROMETHEUS_MULTIPROC_DIR` are per process, so a
 scrape of any worker already adds up all of them. What gunicorn's `child_exit` adds, the
 parent does here: a worker that is replaced (crashed, or respawned) has its live gauges
@@ -57,8 +62,13 @@ from __future__ import annotations
 
 import atexit
 import ipaddress
+import logging
 import math
 import multiprocessing.util
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 from app.settings import Network, Settings
@@ -72,6 +82,10 @@ SECURE_SCHEME_HEADERS = {
     "HTTP_X_FORWARDED_SSL": "on",
 }
 _CONTRADICTORY = b"Contradictory scheme headers\n"
+#: How often a worker checks that its parent is alive (gunicorn's workers: about every 1 s).
+PARENT_CHECK_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def forwarded_scheme(application: WSGIApplication, allowed: tuple[Network, ...]) -> WSGIApplication:
@@ -98,6 +112,19 @@ def forwarded_scheme(application: WSGIApplication, allowed: tuple[Network, ...])
     return scheme_wsgi
 
 
+def _stop_when_orphaned() -> None:
+    """SIGTERM this worker (drain, then stop) once its parent has gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("the server's main process %d is gone: stopping this worker", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _peer_in(address: str, allowed: tuple[Network, ...]) -> bool:
     try:
         peer = ipaddress.ip_address(address)
@@ -122,6 +149,7 @@ def worker_app(application: WSGIApplication, settings: Settings) -> WSGIApplicat
     _signals.set_sync_signals = set_sync_signals
     # Run this process's atexit handlers when the worker ends (see the module docstring).
     multiprocessing.util.Finalize(None, atexit._run_exitfuncs, exitpriority=0)
+    _stop_when_orphaned()
     served = forwarded_scheme(application, settings.forwarded_allow)
     return draining.closing_while_draining(served)
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.served import DRAIN_SECONDS, Served, get
+from tests.served import DRAIN_SECONDS, Served, children, get
 
 
 def test_sigterm_drains_then_stops(served: Served) -> None:
@@ -111,3 +113,23 @@ def test_a_stopping_worker_writes_its_buffered_read_audit_events(served: Served)
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=DRAIN_SECONDS + 15) == 0
     assert audit_events() == written + 1
+
+
+def test_workers_stop_when_the_main_process_dies(served: Served) -> None:
+    """SIGKILL the main process: its workers do not serve on as orphans holding the port
+    (gunicorn's notice the new parent pid; granian's watch for it, app/web/granian_server.py)."""
+    workers = children(served.proc.pid)
+    assert workers
+    served.proc.kill()
+    served.proc.wait(timeout=10)
+    deadline = time.monotonic() + DRAIN_SECONDS + 15
+    try:
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its main process"
+            time.sleep(0.2)
+    finally:
+        for pid in workers:  # never left behind, even when this fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", served.port), timeout=2).close()

@@ -4,7 +4,9 @@ Every story runs on the FHIR face and on the legacy face (and, through the `app`
 SQLite and PostgreSQL). Codes are RxNorm clinical drugs as orders carry them: 855332 warfarin
 sodium 5 MG tablet, 310965 ibuprofen 200 MG tablet, 562251 amoxicillin/clavulanate tablet,
 308191 amoxicillin 500 MG capsule, 105585 methotrexate 2.5 MG tablet, 993781
-acetaminophen 300 MG / codeine phosphate 30 MG tablet.
+acetaminophen 300 MG / codeine phosphate 30 MG tablet; and the fourth-pass codes 484814
+tadalafil 10 MG tablet (openFDA and a public code table agree) with 705129 nitroglycerin spray,
+854856 dronedarone 400 MG tablet with 198211 simvastatin 40 MG tablet.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ DIPHENHYDRAMINE_25 = "1049630"
 PENICILLIN_SUBSTANCE = "764146007"
 ALLERGY_TO_PENICILLIN = "91936005"
 UNKNOWN = "99999999"
+TADALAFIL_10 = "484814"
+NITROGLYCERIN_SPRAY = "705129"
+DRONEDARONE_400 = "854856"
+SIMVASTATIN_40 = "198211"
 
 
 @pytest.fixture(params=["fhir", "legacy"])
@@ -176,6 +182,31 @@ def test_two_nsaids_are_duplicate_therapy(face: Face) -> None:
     alert = placed.of("DUPLICATE-THERAPY")
     assert alert.level == "warning"
     assert "naproxen" in alert.message and "ibuprofen" in alert.message
+
+
+def test_tadalafil_tablet_with_nitroglycerin_on_file_is_a_hard_stop(face: Face) -> None:
+    """A tadalafil order coded with its product code (not the ingredient) must still reach the
+    PDE5 inhibitor + nitrate contraindication; before the fourth pass it was DRUG-UNKNOWN."""
+    pid = face.patient()
+    face.on_file(pid, NITROGLYCERIN_SPRAY)
+    placed = face.prescribe(pid, TADALAFIL_10)
+    assert (placed.status, placed.error_code) == (422, "CDS_HARD_STOP")
+    alert = placed.of("DDI-PDE5-NITRATE")
+    assert "tadalafil" in alert.message and "nitroglycerin" in alert.message
+    assert "DRUG-UNKNOWN" not in placed.rules()
+
+
+def test_dronedarone_with_simvastatin_on_file_warns_with_the_ten_mg_cap(face: Face) -> None:
+    pid = face.patient()
+    face.on_file(pid, SIMVASTATIN_40)
+    placed = face.prescribe(pid, DRONEDARONE_400)
+    assert placed.status == 201
+    alert = placed.of("DDI-SIMVASTATIN-DRONEDARONE")
+    assert alert.level == "warning"
+    assert "10 mg" in alert.message
+    assert face.activate(placed) == (422, "CDS_WARNING_UNACKNOWLEDGED")
+    face.acknowledge_warnings(placed)
+    assert face.activate(placed) == (200, None)
 
 
 def test_text_only_penicillin_allergy_matches_by_name(face: Face) -> None:

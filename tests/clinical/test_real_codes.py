@@ -48,15 +48,40 @@ def years_ago(years: int) -> str:
     return today.replace(year=today.year - years).isoformat()
 
 
-def test_warfarin_on_file_and_ibuprofen_tablet_warns_naming_both_drugs(face: Face) -> None:
+@pytest.mark.parametrize(
+    ("on_file", "ordered", "rule", "words"),
+    [
+        pytest.param(
+            WARFARIN_5,
+            IBUPROFEN_200,
+            "DDI-WARFARIN-NSAID",
+            ("ibuprofen", "warfarin"),
+            id="warfarin on file, ibuprofen tablet",
+        ),
+        # Fourth pass: simvastatin label §2.3 caps simvastatin at 10 mg a day with dronedarone.
+        pytest.param(
+            SIMVASTATIN_40,
+            DRONEDARONE_400,
+            "DDI-SIMVASTATIN-DRONEDARONE",
+            ("dronedarone", "simvastatin", "10 mg"),
+            id="simvastatin on file, dronedarone tablet",
+        ),
+    ],
+)
+def test_managed_interaction_warns_naming_both_drugs_until_acknowledged(
+    face: Face, on_file: str, ordered: str, rule: str, words: tuple[str, ...]
+) -> None:
     pid = face.patient()
-    face.on_file(pid, WARFARIN_5)
-    placed = face.prescribe(pid, IBUPROFEN_200)
+    face.on_file(pid, on_file)
+    placed = face.prescribe(pid, ordered)
     assert placed.status == 201
-    alert = placed.of("DDI-WARFARIN-NSAID")
+    alert = placed.of(rule)
     assert alert.level == "warning"
-    assert "ibuprofen" in alert.message and "warfarin" in alert.message.casefold()
-    assert IBUPROFEN_200 not in alert.message
+    assert all(word in alert.message.casefold() for word in words), alert.message
+    assert ordered not in alert.message
+    assert face.activate(placed) == (422, "CDS_WARNING_UNACKNOWLEDGED")
+    face.acknowledge_warnings(placed)
+    assert face.activate(placed) == (200, None)
 
 
 def test_high_criticality_penicillin_allergy_blocks_amoxicillin_clavulanate(face: Face) -> None:
@@ -194,19 +219,6 @@ def test_tadalafil_tablet_with_nitroglycerin_on_file_is_a_hard_stop(face: Face) 
     alert = placed.of("DDI-PDE5-NITRATE")
     assert "tadalafil" in alert.message and "nitroglycerin" in alert.message
     assert "DRUG-UNKNOWN" not in placed.rules()
-
-
-def test_dronedarone_with_simvastatin_on_file_warns_with_the_ten_mg_cap(face: Face) -> None:
-    pid = face.patient()
-    face.on_file(pid, SIMVASTATIN_40)
-    placed = face.prescribe(pid, DRONEDARONE_400)
-    assert placed.status == 201
-    alert = placed.of("DDI-SIMVASTATIN-DRONEDARONE")
-    assert alert.level == "warning"
-    assert "10 mg" in alert.message
-    assert face.activate(placed) == (422, "CDS_WARNING_UNACKNOWLEDGED")
-    face.acknowledge_warnings(placed)
-    assert face.activate(placed) == (200, None)
 
 
 def test_text_only_penicillin_allergy_matches_by_name(face: Face) -> None:

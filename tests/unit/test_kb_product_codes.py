@@ -18,6 +18,11 @@ WARFARIN_5_TAB, LISINOPRIL_10_TAB = "855332", "314076"
 SIMVASTATIN_40_TAB, NITROGLYCERIN_SPRAY, RIFAMPIN_300_CAP = "198211", "705129", "198202"
 AMIODARONE_200_TAB = "833528"
 OXYCODONE_5_TAB, PHENELZINE_15_TAB = "1049621", "312347"
+TADALAFIL_10_TAB, AUVELITY, DRONEDARONE_400_TAB = "484814", "2611260", "854856"
+PIPERACILLIN_TAZOBACTAM_4G = "1659149"
+PDE5_NITRATE = ("DDI-PDE5-NITRATE", "hard-stop")
+MAOI = ("DDI-ONC-06-NARCOTIC-MAOI", "hard-stop")
+PENICILLIN_WARFARIN = ("DDI-PENICILLIN-WARFARIN", "warning")
 
 # (product RxCUI, RxNorm name, {ingredient RxCUI: strength}, a class it must be in)
 PRODUCTS = [
@@ -91,6 +96,33 @@ PRODUCTS = [
     ("900575", "ritonavir 100 MG Oral Tablet", {"85762": "100 MG"}, "protease-inhibitors"),
 ]
 
+# Fourth pass (issue 12): VSAC 2025 combinations that give dextromethorphan and piperacillin their
+# first product rows, and the one tadalafil code on which openFDA's RxNorm mapping and a public
+# code table agree. Each row is verified (two sources, or a VSAC expansion), so none is listed
+# as unverified; each must reach the class rule of every ingredient it names.
+FOURTH_PASS_PRODUCTS = [
+    (
+        "2611260",
+        "bupropion hydrochloride 105 MG / dextromethorphan hydrobromide 45 MG"
+        " Extended Release Oral Tablet",
+        {"42347": "105 MG", "3289": "45 MG"},
+        "narcotic-analgesics-selected",
+    ),
+    (
+        "991528",
+        "dextromethorphan hydrobromide 3 MG/ML / promethazine hydrochloride 1.25 MG/ML Oral Solution",
+        {"3289": "3 MG/ML", "8745": "1.25 MG/ML"},
+        "narcotic-analgesics-selected",
+    ),
+    (
+        "1659137",
+        "piperacillin 3000 MG / tazobactam 375 MG Injection",
+        {"8339": "3000 MG", "37617": "375 MG"},
+        "penicillins",
+    ),
+    ("484814", "tadalafil 10 MG Oral Tablet", {"358263": "10 MG"}, "pde5-inhibitors"),
+]
+
 
 @pytest.fixture(scope="module")
 def kb() -> KnowledgeBase:
@@ -103,7 +135,7 @@ def other(code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("code", "name", "ingredients", "klass"),
-    [pytest.param(*row, id=row[1]) for row in PRODUCTS],
+    [pytest.param(*row, id=row[1]) for row in PRODUCTS + FOURTH_PASS_PRODUCTS],
 )
 def test_new_product_resolves_to_its_ingredients_and_class(
     kb: KnowledgeBase, code: str, name: str, ingredients: dict[str, str], klass: str
@@ -111,7 +143,7 @@ def test_new_product_resolves_to_its_ingredients_and_class(
     drug = kb.drug(None, code)
     assert drug is not None, f"RxNorm {code} should be in the product table"
     assert drug.name == name and drug.tty in ("SCD", "SBD")
-    assert set(drug.ingredients) == set(ingredients)
+    assert dict(drug.strengths) == ingredients
     assert klass in drug.classes
     assert kb.coverage()["unverified_drug_codes"].count(code) == 0
 
@@ -226,9 +258,16 @@ def test_new_amiodarone_product_with_simvastatin_40_is_the_dose_managed_warning(
             [("DDI-ONC-11-STATIN-CYP3A4", "hard-stop")],
             id="lopinavir/ritonavir + simvastatin",
         ),
+        # Fourth pass: product codes of tadalafil, dextromethorphan and piperacillin.
+        pytest.param(TADALAFIL_10_TAB, NITROGLYCERIN_SPRAY, [PDE5_NITRATE], id="tadalafil + GTN"),
+        pytest.param(AUVELITY, PHENELZINE_15_TAB, [MAOI], id="bupropion/DXM + phenelzine"),
+        pytest.param("991528", PHENELZINE_15_TAB, [MAOI], id="DXM/promethazine + phenelzine"),
+        pytest.param(
+            PIPERACILLIN_TAZOBACTAM_4G, WARFARIN_5_TAB, [PENICILLIN_WARFARIN], id="pip/tazo"
+        ),
     ],
 )
-def test_new_antiarrhythmic_and_protease_inhibitor_products_fire_their_rules(
+def test_new_product_fires_the_rule_of_its_ingredient(
     kb: KnowledgeBase, ordered: str, on_file: str, expected: list[tuple[str, str]]
 ) -> None:
     found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
@@ -380,87 +419,6 @@ def test_vsac_combination_products_map_every_ingredient(
     found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
     assert summary(found) == expected
     assert ordered not in kb.coverage()["unverified_drug_codes"]
-
-
-# Fourth pass (issue 12): VSAC 2025 combinations that give dextromethorphan and piperacillin their
-# first product rows, and the one tadalafil code on which openFDA's RxNorm mapping and a public
-# code table agree. Each row is verified (two sources, or a VSAC expansion), so none is listed
-# as unverified; each must reach the class rule of every ingredient it names.
-FOURTH_PASS_PRODUCTS = [
-    (
-        "2611260",
-        "bupropion hydrochloride 105 MG / dextromethorphan hydrobromide 45 MG"
-        " Extended Release Oral Tablet",
-        {"42347": "105 MG", "3289": "45 MG"},
-        "narcotic-analgesics-selected",
-    ),
-    (
-        "991528",
-        "dextromethorphan hydrobromide 3 MG/ML / promethazine hydrochloride 1.25 MG/ML Oral Solution",
-        {"3289": "3 MG/ML", "8745": "1.25 MG/ML"},
-        "narcotic-analgesics-selected",
-    ),
-    (
-        "1659137",
-        "piperacillin 3000 MG / tazobactam 375 MG Injection",
-        {"8339": "3000 MG", "37617": "375 MG"},
-        "penicillins",
-    ),
-    ("484814", "tadalafil 10 MG Oral Tablet", {"358263": "10 MG"}, "pde5-inhibitors"),
-]
-TADALAFIL_10_TAB, AUVELITY, DRONEDARONE_400_TAB = "484814", "2611260", "854856"
-PIPERACILLIN_TAZOBACTAM_4G = "1659149"
-
-
-@pytest.mark.parametrize(
-    ("code", "name", "ingredients", "klass"),
-    [pytest.param(*row, id=row[1]) for row in FOURTH_PASS_PRODUCTS],
-)
-def test_fourth_pass_product_maps_every_ingredient_and_is_verified(
-    kb: KnowledgeBase, code: str, name: str, ingredients: dict[str, str], klass: str
-) -> None:
-    drug = kb.drug(None, code)
-    assert drug is not None, f"RxNorm {code} should be in the product table"
-    assert (drug.name, drug.tty) == (name, "SCD")
-    assert dict(drug.strengths) == ingredients
-    assert klass in drug.classes
-    assert code not in kb.coverage()["unverified_drug_codes"]
-
-
-@pytest.mark.parametrize(
-    ("ordered", "on_file", "expected"),
-    [
-        pytest.param(
-            TADALAFIL_10_TAB,
-            NITROGLYCERIN_SPRAY,
-            [("DDI-PDE5-NITRATE", "hard-stop")],
-            id="tadalafil 10 MG + nitroglycerin",
-        ),
-        pytest.param(
-            AUVELITY,
-            PHENELZINE_15_TAB,
-            [("DDI-ONC-06-NARCOTIC-MAOI", "hard-stop")],
-            id="bupropion/dextromethorphan + phenelzine",
-        ),
-        pytest.param(
-            "991528",
-            PHENELZINE_15_TAB,
-            [("DDI-ONC-06-NARCOTIC-MAOI", "hard-stop")],
-            id="dextromethorphan/promethazine + phenelzine",
-        ),
-        pytest.param(
-            PIPERACILLIN_TAZOBACTAM_4G,
-            WARFARIN_5_TAB,
-            [("DDI-PENICILLIN-WARFARIN", "warning")],
-            id="piperacillin/tazobactam + warfarin",
-        ),
-    ],
-)
-def test_fourth_pass_product_fires_the_rule_of_its_ingredient(
-    kb: KnowledgeBase, ordered: str, on_file: str, expected: list[tuple[str, str]]
-) -> None:
-    found = drug_interaction.check(ctx(med(ordered), others=(other(on_file),)), kb)
-    assert summary(found) == expected
 
 
 def test_piperacillin_tazobactam_against_a_high_criticality_penicillin_allergy_is_a_hard_stop(

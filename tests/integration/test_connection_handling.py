@@ -14,6 +14,7 @@ database would also kill the pooled connections of the session-wide `app` fixtur
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,12 +197,18 @@ def test_fhir_reads_run_in_autocommit_and_writes_do_not(make_app: AppFactory) ->
     engine = _engine(flask_app)
     begins: list[str | None] = []
     driver_autocommit: list[bool] = []
+    # The test client serves each request on this thread. The audit trail's flusher writes
+    # buffered read events in a transaction of its own, on its own thread, whenever its
+    # period comes round: those are not the request's statements.
+    requests_thread = threading.get_ident()
 
     def on_begin(conn: Any) -> None:
-        begins.append(conn.get_execution_options().get("isolation_level"))
+        if threading.get_ident() == requests_thread:
+            begins.append(conn.get_execution_options().get("isolation_level"))
 
     def on_execute(conn: Any, *_args: Any) -> None:
-        driver_autocommit.append(bool(conn.connection.dbapi_connection.autocommit))
+        if threading.get_ident() == requests_thread:
+            driver_autocommit.append(bool(conn.connection.dbapi_connection.autocommit))
 
     event.listen(engine, "begin", on_begin)
     event.listen(engine, "before_cursor_execute", on_execute)

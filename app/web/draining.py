@@ -89,10 +89,11 @@ def closing_while_draining(application: WSGIApplication) -> WSGIApplication:
     one is the server's own drain speaking through the only channel granian offers."""
 
     def draining_wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if not _draining.is_set():  # every request but those of a drain: no wrapper
+            return application(environ, start_response)
+
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            if _draining.is_set():
-                headers = [*headers, ("Connection", "close")]
-            return start_response(status, headers, exc_info)
+            return start_response(status, [*headers, ("Connection", "close")], exc_info)
 
         return application(environ, start)
 

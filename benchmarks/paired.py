@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import median  # empty data: StatisticsError, a ValueError
 
 OFF, ON = "off", "on"
 
@@ -36,14 +37,6 @@ def paired_ratios(off: list[float | None], on: list[float | None]) -> list[float
     if len(off) != len(on):
         raise ValueError(f"{len(off)} off windows against {len(on)} on windows")
     return [b / a for a, b in zip(off, on, strict=True) if a and b is not None]
-
-
-def median(values: list[float]) -> float:
-    if not values:
-        raise ValueError("the median of nothing")
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _binom_cdf(k: int, n: int) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -86,19 +87,18 @@ class AuditFacts:
         return {name: getattr(self, name) for name in self.COLUMNS}
 
     def details(self) -> dict[str, Any]:
-        """The `detail` JSON: only what is present, short keys (written per event)."""
+        """The `detail` JSON of this event (`details`)."""
         if self.stored is not None:
             return {"stored": self.stored}
-        detail: dict[str, Any] = {"roles": list(self.roles), "refs": list(self.references)}
-        optional = (
-            ("addr", self.client_address),
-            ("query", self.query),
-            ("qtype", self.query_type),
-            ("rid", self.request_id),
-            ("desc", self.outcome_desc),
+        return details(
+            self.roles,
+            self.references,
+            self.client_address,
+            self.query,
+            self.query_type,
+            self.request_id,
+            self.outcome_desc,
         )
-        detail.update((key, value) for key, value in optional if value is not None)
-        return detail
 
     @classmethod
     def with_details(cls, detail: dict[str, Any], **columns: Any) -> AuditFacts:
@@ -114,6 +114,33 @@ class AuditFacts:
             outcome_desc=detail.get("desc"),
             stored=detail.get("stored"),
         )
+
+
+def details(
+    roles: Iterable[str],
+    references: Iterable[str],
+    client_address: str | None,
+    query: str | None,
+    query_type: str | None,
+    request_id: str | None,
+    outcome_desc: str | None,
+) -> dict[str, Any]:
+    """The `detail` JSON of a stored event: only what is present, short keys (written per
+    event; `AuditFacts.with_details` reads it back). The one definition of its shape: the
+    flusher builds its rows with it straight from the buffered records
+    (app/services/audit.py `event_row`), without an `AuditFacts` each."""
+    detail: dict[str, Any] = {"roles": list(roles), "refs": list(references)}
+    if client_address is not None:
+        detail["addr"] = client_address
+    if query is not None:
+        detail["query"] = query
+    if query_type is not None:
+        detail["qtype"] = query_type
+    if request_id is not None:
+        detail["rid"] = request_id
+    if outcome_desc is not None:
+        detail["desc"] = outcome_desc
+    return detail
 
 
 def to_fhir(facts: AuditFacts) -> dict[str, Any]:

@@ -6,7 +6,9 @@ id with `_`. This module is the only place that knows the mapping.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 from ulid import ULID
 
@@ -36,6 +38,35 @@ PREFIXES: dict[str, str] = {
 def new_id(resource_type: str) -> str:
     prefix = PREFIXES.get(resource_type, "res")
     return f"{prefix}-{ULID()}"
+
+
+#: Crockford's base32, the ULID alphabet.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: The last two characters of a ULID (its low 10 bits), precomputed.
+_TAILS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
+
+
+def new_ids(resource_type: str, n: int) -> list[str]:
+    """`n` server ids at once: one ULID timestamp (now) and consecutive random parts, so they
+    are unique and strictly increasing, as a ULID generator's monotonic run within one
+    millisecond is (the audit trail's flusher names hundreds of events per batch; one
+    `new_id` each cost more than building the rest of the event). The random start leaves
+    the top bit clear, so `n` consecutive values cannot carry into the timestamp."""
+    start = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big") >> 1
+    return _consecutive(PREFIXES.get(resource_type, "res"), start, n)
+
+
+def _consecutive(prefix: str, start: int, n: int) -> list[str]:
+    """The ids of the 128-bit ULID values `start`…`start + n - 1`: the first 24 characters are
+    encoded once per 1,024 values, the last two looked up."""
+    out: list[str] = []
+    head, block = "", -1
+    for value in range(start, start + n):
+        if value >> 10 != block:
+            block = value >> 10
+            head = f"{prefix}-{str(ULID.from_int(value))[:24]}"
+        out.append(head + _TAILS[value & 1023])
+    return out
 
 
 def is_valid_fhir_id(value: str) -> bool:

@@ -27,12 +27,14 @@ from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from app.auth import Principal
-from app.domain.audit_events import SUB_SYSTEM, AuditFacts
+from app.domain.audit_events import SUB_SYSTEM, AuditFacts, details
 from app.domain.clock import utcnow
-from app.domain.ids import new_id
+from app.domain.ids import new_id, new_ids
 from app.store import Repository, StoredResource
 
 if TYPE_CHECKING:
@@ -202,14 +204,36 @@ def _records(
 
 
 # ---------------------------------------------------------------------- the stored facts
-def facts(record: AccessRecord) -> AuditFacts:
+#: One event as the trail buffers and stores it: the columns of `audit_events` in order
+#: without `id` (named when its batch is written, `new_ids`), `detail` as JSON text
+#: (app/store/audit_log.py `ROW_COLUMNS`). Only strings, None and one datetime: built on the
+#: request path while the record is fresh, it holds no reference to the request's objects,
+#: and the garbage collector stops tracking it (a second's reads wait in the buffer).
+EventRow = tuple[Any, ...]
+#: `AuditFacts.COLUMNS` without `id`: an `EventRow`'s columns before `detail`.
+ROW_FACTS = tuple(c for c in AuditFacts.COLUMNS if c != "id")
+
+
+def event_row(record: AccessRecord) -> EventRow:
     """What the trail stores of one record (the AuditEvent JSON is built when it is read,
     app/domain/audit_events.py `to_fhir`)."""
     ctx, who = record.context, record.principal
     searched = record.action == "E" and bool(ctx.query)
-    return AuditFacts(
+    own = f"Patient/{record.patient_id}/"
+    detail = details(
+        sorted(who.roles),
+        [ref for ref in record.references if not ref.startswith(own)],
+        ctx.client_address,
+        ctx.query if searched else None,
+        (ctx.resource_type or "") if searched else None,
+        ctx.request_id,
+        record.outcome_desc or None,
+    )
+    doc = orjson.dumps(detail).decode()
+    if "\\u0000" in doc:  # a NUL, which no PostgreSQL text or jsonb holds
+        doc = doc.replace("\\u0000", "\\ufffd")
+    return (
         record.tenant_id,
-        new_id("AuditEvent"),
         record.recorded,
         record.patient_id,
         record.action,
@@ -219,21 +243,18 @@ def facts(record: AccessRecord) -> AuditFacts:
         who.issuer or SUB_SYSTEM,
         who.sub,
         who.client_id or "unknown",
-        roles=tuple(sorted(who.roles)),
-        client_address=ctx.client_address,
-        references=tuple(
-            ref
-            for ref in record.references
-            if ref.split("/", 1)[0] != "Patient" or ref.split("/")[1] != record.patient_id
-        ),
-        query=ctx.query if searched else None,
-        query_type=(ctx.resource_type or "") if searched else None,
-        request_id=ctx.request_id,
-        outcome_desc=record.outcome_desc or None,
+        doc,
     )
 
 
-def write_records(repo: Repository, records: Iterable[AccessRecord]) -> int:
-    """Append buffered records through a repository of their tenant (the flusher's path:
-    one bulk write, `COPY` on PostgreSQL)."""
-    return repo.append_audit_events([facts(record) for record in records])
+def facts(record: AccessRecord) -> AuditFacts:
+    """The facts of one record (a write's events, which join its unit of work)."""
+    *columns, doc = event_row(record)
+    named = dict(zip(ROW_FACTS, columns, strict=True))
+    return AuditFacts.with_details(orjson.loads(doc), id=new_id("AuditEvent"), **named)
+
+
+def write_rows(repo: Repository, rows: list[EventRow]) -> int:
+    """Append buffered rows through a repository of their tenant (the flusher's path: one
+    bulk write, `COPY` on PostgreSQL), their ids named in one go."""
+    return repo.append_audit_rows(new_ids("AuditEvent", len(rows)), rows)

@@ -1,6 +1,7 @@
 """The buffer that writes read AuditEvents off the request path, in batches.
 
-A read records its events here (a list append under a lock) and returns; a daemon thread
+A read records its events here (each made the row it will be stored as, `event_row`, and
+appended under a lock) and returns; a daemon thread
 per process writes what has gathered every `flush_seconds` (default 1 s): batches of up to
 `BATCH` events, each one transaction (`COPY` per tenant into the trail's narrow table on
 PostgreSQL, app/store/audit_log.py). The loss window is bounded and documented
@@ -9,6 +10,8 @@ PostgreSQL, app/store/audit_log.py). The loss window is bounded and documented
 - a worker killed without a chance to exit (SIGKILL, OOM, power) loses at most the reads of
   the last `flush_seconds` it served; a clean exit (gunicorn's graceful stop, SIGTERM) flushes
   first (`atexit`);
+- `orders_audit_events_buffered` is set by the flusher (each pass, at least every
+  `flush_seconds`), not by each read;
 - while the database is unreachable the records wait in memory, at most `max_buffered`
   (default 10,000) per process; beyond that the oldest are dropped and counted
   (`orders_audit_events_dropped_total`), so an outage cannot exhaust memory.
@@ -30,13 +33,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app import metrics
 from app.db import Database
-from app.services.audit import AccessRecord, write_records
+from app.services.audit import AccessRecord, EventRow, event_row, write_rows
 from app.store import Repository
 
 log = logging.getLogger("app.audit")
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_MAX_BUFFERED = 10_000
-BATCH = 500
+#: Events per transaction: a busy worker's second of reads in one `COPY`, so the
+#: transaction's own round trips are shared by hundreds of events.
+BATCH = 2000
 
 
 class AuditTrail:
@@ -50,7 +55,7 @@ class AuditTrail:
         self._database = database
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
-        self._buffer: deque[AccessRecord] = deque()
+        self._buffer: deque[EventRow] = deque()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -63,15 +68,15 @@ class AuditTrail:
     def submit(self, records: list[AccessRecord]) -> None:
         if not records:
             return
+        rows = [event_row(r) for r in records]
         dropped = 0
         with self._lock:
-            self._buffer.extend(records)
+            self._buffer.extend(rows)
             while len(self._buffer) > self.max_buffered:
                 self._buffer.popleft()
                 dropped += 1
         if dropped:
             metrics.audit_dropped(dropped)
-        metrics.audit_buffered(len(self._buffer))
         if self._pid != os.getpid():
             self._start()
         if len(self._buffer) >= BATCH:
@@ -83,14 +88,20 @@ class AuditTrail:
 
     # ------------------------------------------------------------------ the writer
     def flush(self) -> int:
-        """Write everything buffered now; returns how many events were written. On a
+        """Write what is buffered now (not what arrives meanwhile: under load each batch
+        would then be the few records of the previous one's round trips, and a transaction
+        per handful costs more than the rows); returns how many events were written. On a
         database error the records go back to the front of the buffer (bounded)."""
         written = 0
         with self._flush_lock:
+            with self._lock:
+                todo = len(self._buffer)
             while True:
                 with self._lock:
-                    batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+                    size = min(BATCH, todo, len(self._buffer))
+                    batch = [self._buffer.popleft() for _ in range(size)]
                     self._in_flight = len(batch)
+                    todo -= len(batch)
                 metrics.audit_buffered(len(self._buffer))
                 if not batch:
                     return written
@@ -108,14 +119,14 @@ class AuditTrail:
                 finally:
                     self._in_flight = 0
 
-    def _write(self, batch: list[AccessRecord]) -> int:
-        by_tenant: dict[str, list[AccessRecord]] = defaultdict(list)
-        for record in batch:
-            by_tenant[record.tenant_id].append(record)
+    def _write(self, batch: list[EventRow]) -> int:
+        by_tenant: dict[str, list[EventRow]] = defaultdict(list)
+        for row in batch:
+            by_tenant[row[0]].append(row)
         n = 0
         with self._database.connect() as conn, conn.begin():  # one transaction, all tenants
-            for tenant, records in by_tenant.items():
-                n += write_records(Repository(conn, tenant), records)
+            for tenant, rows in by_tenant.items():
+                n += write_rows(Repository(conn, tenant), rows)
         metrics.audit_written(n)
         return n
 

@@ -4,6 +4,8 @@ when it is back they are written; a clean close writes what is left."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import os
 from datetime import UTC, datetime
 
@@ -53,3 +55,60 @@ def test_an_outage_keeps_the_newest_records_up_to_the_bound_then_writes_them(
     trail.close()
     assert trail.pending() == 0
     assert _stored(database, tenant, "outage-sub") == [f"Patient/pat-{i}" for i in range(3, 8)]
+
+
+def test_values_that_copy_must_escape_are_stored_as_given(app: Flask, tenant: str) -> None:
+    """The flusher writes a batch as one `COPY` text payload (PostgreSQL) or one executemany
+    (SQLite): a tab, newline, carriage return, backslash or quote in a token's subject,
+    client, the query or the request id comes back as it was; a NUL (which no PostgreSQL
+    text holds) as U+FFFD, without failing the batch around it."""
+    with app.app_context():
+        database = get_runtime().database
+    sub = "odd\tsub\\with\nnewline\r"
+    who = Principal(sub, tenant, frozenset({"NURSE", "CLINICIAN"}), frozenset({tenant}))
+    who = dataclasses.replace(who, client_id='client "quoted" \\N')
+    query = 'patient=p1&note=a\\b\t"c"\nd'
+    ctx = AccessContext(
+        face="fhir",
+        sink=None,
+        request_id="req\\1",
+        client_address="10.0.0.1",
+        interaction="search-type",
+        resource_type="Task",
+        query=query,
+    )
+    now = datetime.now(UTC)
+    plain = AccessRecord(tenant, "pat-plain", who, ctx, "E", "0", now, ["Task/t-1/_history/2"])
+    nul = AccessRecord(
+        tenant,
+        "pat-nul",
+        who,
+        dataclasses.replace(ctx, request_id="r\0id"),
+        "E",
+        "0",
+        now,
+        ["Task/t-2/_history/1"],
+    )
+    trail = AuditTrail(database, flush_seconds=60)
+    trail._pid = os.getpid()  # no background thread: the test drives flush
+    trail.submit([plain, nul])
+    assert trail.flush() == 2
+    with database.connect() as conn:
+        page = Repository(conn, tenant).search(
+            parse_search("AuditEvent", [("patient", "pat-plain,pat-nul"), ("_count", "10")])
+        )
+    events = {r.patient_id: r.content for r in page.resources}
+    assert set(events) == {"pat-plain", "pat-nul"}
+    event = events["pat-plain"]
+    user, client = event["agent"][0], event["agent"][1]
+    assert user["who"]["identifier"]["value"] == sub
+    assert [r["coding"][0]["code"] for r in user["role"]] == ["CLINICIAN", "NURSE"]
+    assert client["who"]["identifier"]["value"] == 'client "quoted" \\N'
+    entities = {e["role"]["code"] if "role" in e else "rid": e for e in event["entity"]}
+    assert base64.b64decode(entities["24"]["query"]).decode() == query
+    assert entities["4"]["what"]["reference"] == "Task/t-1/_history/2"
+    assert entities["rid"]["what"]["identifier"]["value"] == "req\\1"
+    stored_rid = next(
+        e["what"]["identifier"]["value"] for e in events["pat-nul"]["entity"] if "role" not in e
+    )
+    assert stored_rid == "r\ufffdid"  # on SQLite too: the same event on either store

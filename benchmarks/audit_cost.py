@@ -451,8 +451,9 @@ def flush_cost(settings: Any, tenant: str, phases: list[str]) -> dict[str, tuple
 def report_flush(flush: dict[str, tuple[float, float]], comparisons: list[Comparison]) -> str:
     off_cpu = {c.phase: c.median_of(paired.OFF, cpu_ms) for c in comparisons}
     lines = [
-        f"The flusher alone, best of {FLUSH_ROUNDS} batches of {FLUSH_EVENTS:,} events (all the "
-        "trail adds to a read besides a buffer append):",
+        f"The trail alone, best of {FLUSH_ROUNDS} batches of {FLUSH_EVENTS:,} events (each "
+        "made its row and buffered, then flushed: all it adds to a read but noting what was "
+        "read):",
         f"  {'phase':<13}{'CPU ms/event':>13}{'wall ms/event':>14}{'of a read':>11}",
     ]
     for phase, (cpu, wall) in flush.items():

@@ -485,13 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         data = seeding.seed(
             engine, TENANT, scale=args.scale, hot=args.hot, patients=args.patients, rng=rng
         )
+        history = seeding.AUDIT_HISTORY_PER_ORDER * args.scale
+        history_seconds = seeding.audit_history(dsn, TENANT, data.patients, history)
         t0 = time.perf_counter()
         vacuum_analyze(dsn)
         total = sum(v for k, v in data.counts.items() if k != "hot active")
         print(
             f"seeded {total:,} resources ({data.counts}) in {data.seconds:.1f}s "
             f"({total / data.seconds:,.0f} resources/s) through Repository.create with "
-            f"multi-row inserts; VACUUM ANALYZE {time.perf_counter() - t0:.1f}s"
+            f"multi-row inserts; {history:,} past AuditEvents in {history_seconds:.1f}s; "
+            f"VACUUM ANALYZE {time.perf_counter() - t0:.1f}s"
         )
         if args.explain:
             print(explain_search(engine, data))

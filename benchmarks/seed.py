@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine
 
 from app.domain.ids import new_id, to_legacy
@@ -320,3 +321,34 @@ def validate_samples(samples: Iterable[dict[str, Any]]) -> None:
 
     for body in samples:
         validate_resource(body["resourceType"], body)
+
+
+#: Past AuditEvents seeded per ServiceRequest: a server in use has a trail far larger than its
+#: orders, and appending to a near-empty `audit_events` cost reads measurably more than
+#: appending to one with history (docs/performance.md, the audit compare in session 7).
+AUDIT_HISTORY_PER_ORDER = 5
+
+
+def audit_history(dsn: str, tenant: str, patients: list[str], n: int) -> float:
+    """`n` past read events of the last 30 days, in time order, over `patients` and 200 staff
+    users, written by one `INSERT … SELECT` (the trail's own table: no AuditEvent resource
+    to validate). Their ids sort before any the server names (`audit-0HIST…`). Returns the
+    seconds it took."""
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO audit_events (tenant_id, id, recorded, patient_id, action, outcome,
+                interaction, endpoint, agent_system, agent, client, detail)
+            SELECT %(tenant)s, 'audit-0HIST' || lpad(g::text, 12, '0'),
+                now() - interval '30 days' + (g * interval '30 days') / %(n)s,
+                (%(patients)s::text[])[1 + mod(g * 7919, cardinality(%(patients)s::text[]))],
+                'R', '0', 'read', NULL, 'urn:orders-service:token-sub',
+                'staff-' || mod(g, 200), 'ehr',
+                jsonb_build_object('roles', jsonb_build_array('CLINICIAN'),
+                    'refs', jsonb_build_array('ServiceRequest/seeded-' || g || '/_history/1'))
+            FROM generate_series(1, %(n)s) AS g
+            """,
+            {"tenant": tenant, "patients": patients, "n": n},
+        )
+    return time.perf_counter() - started

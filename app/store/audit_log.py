@@ -45,6 +45,7 @@ def audit_row(facts: AuditFacts) -> dict[str, Any]:
 #: A buffered event's columns: the table's without `id`, which is named when it is written
 #: (app/services/audit.py `event_row`); `detail` is JSON text.
 ROW_COLUMNS = tuple(c for c in COLUMNS if c != "id")
+assert COLUMNS[:3] == ("tenant_id", "id", "recorded"), "copy_text writes them in this order"
 #: `COPY … FROM STDIN`'s text format: a backslash, tab, newline or carriage return in a value
 #: is escaped; NUL, which no PostgreSQL text can hold, becomes U+FFFD (a token's `sub` is
 #: the client's to choose, and one bad value must not fail the batch it is in).
@@ -83,8 +84,7 @@ class AuditLog(ResourceSearch):
         if not rows:
             return 0
         for row in rows:
-            if row[0] != self.tenant_id:  # a bug, never data: every row names its tenant
-                raise ValueError(f"an event of tenant {row[0]!r} in {self.tenant_id!r}")
+            self._own_tenant(row[0])
         if self._pending:
             self.flush()
         if not self._postgresql:
@@ -111,9 +111,12 @@ class AuditLog(ResourceSearch):
         return len(rows)
 
     def _own(self, facts: AuditFacts) -> AuditFacts:
-        if facts.tenant_id != self.tenant_id:  # a bug, never data: every row names its tenant
-            raise ValueError(f"an event of tenant {facts.tenant_id!r} in {self.tenant_id!r}")
+        self._own_tenant(facts.tenant_id)
         return facts
+
+    def _own_tenant(self, tenant_id: str) -> None:
+        if tenant_id != self.tenant_id:  # a bug, never data: every row names its tenant
+            raise ValueError(f"an event of tenant {tenant_id!r} in {self.tenant_id!r}")
 
     # ---------------------------------------------------------------- reads
     def read_audit_event(self, rid: str) -> StoredResource | None:

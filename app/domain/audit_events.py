@@ -126,9 +126,9 @@ def details(
     outcome_desc: str | None,
 ) -> dict[str, Any]:
     """The `detail` JSON of a stored event: only what is present, short keys (written per
-    event; `AuditFacts.with_details` reads it back). The one definition of its shape: the
-    flusher builds its rows with it straight from the buffered records
-    (app/services/audit.py `event_row`), without an `AuditFacts` each."""
+    event; `AuditFacts.with_details` reads it back). The one definition of its shape: a
+    read's row is made with it straight from the record (app/services/audit.py
+    `event_row`), without an `AuditFacts` each."""
     detail: dict[str, Any] = {"roles": list(roles), "refs": list(references)}
     if client_address is not None:
         detail["addr"] = client_address

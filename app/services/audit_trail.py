@@ -1,11 +1,10 @@
 """The buffer that writes read AuditEvents off the request path, in batches.
 
 A read records its events here (each made the row it will be stored as, `event_row`, and
-appended under a lock) and returns; a daemon thread
-per process writes what has gathered every `flush_seconds` (default 1 s): batches of up to
-`BATCH` events, each one transaction (`COPY` per tenant into the trail's narrow table on
-PostgreSQL, app/store/audit_log.py). The loss window is bounded and documented
-(docs/operations.md "Audit trail"):
+appended under a lock) and returns; a daemon thread per process writes what was buffered
+every `flush_seconds` (default 1 s): batches of up to `BATCH` events, each one transaction
+(`COPY` per tenant into the trail's narrow table on PostgreSQL, app/store/audit_log.py).
+The loss window is bounded and documented (docs/operations.md "Audit trail"):
 
 - a worker killed without a chance to exit (SIGKILL, OOM, power) loses at most the reads of
   the last `flush_seconds` it served; a clean exit (gunicorn's graceful stop, SIGTERM) flushes

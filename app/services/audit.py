@@ -11,7 +11,10 @@ disclosures is a search on one index column), with:
   / `client_id`, network address) and this server;
 - `source.site`: the tenant;
 - `entity`: the Patient (role 1), each resource read or written (role 4, versioned), the
-  query for a search (role 24, base64 of the query string) and the request id.
+  query for a search (role 24, base64 of the query string) and the request id. A search
+  that names its query records the query and the patient, not the results: BALP's Query
+  and PatientQuery say "the number of results and the content of the results are not
+  recorded" (docs/decisions.md "Search events record the query, not the results").
 
 Faces describe the request (`begin`, `describe`); the unit of work reports what its
 repository handed out and wrote (`on_success`, `on_failure`). Writes add their events to the
@@ -146,6 +149,13 @@ def on_success(uow: UnitOfWork, kept: BaseException | None = None) -> None:
         context.sink.submit(_records(uow.principal, context, accessed, action, outcome))
 
 
+def queried(context: AccessContext, action: str) -> bool:
+    """Whether an event records its query instead of the resources it touched (BALP Query:
+    a search's results are not recorded). A search without a query string (a PATIENT's own
+    list) names what it returned, so that no event says nothing about what was read."""
+    return action == "E" and bool(context.query)
+
+
 def on_failure(uow: UnitOfWork, error: BaseException) -> None:
     """A unit of work that failed after touching patient data (a write refused by the state
     machine, a CDS hard-stop): recorded as a failed attempt, through the buffer (the
@@ -177,10 +187,14 @@ def _records(
     action: str,
     outcome: str,
 ) -> list[AccessRecord]:
-    """One record per patient (BALP), in the order the patients were first touched."""
+    """One record per patient (BALP), in the order the patients were first touched; with the
+    resources touched unless the event records a query instead (`queried`)."""
     by_patient: dict[str | None, list[str]] = {}
+    named = not queried(context, action)
     for res in resources:
         refs = by_patient.setdefault(res.patient_id, [])
+        if not named:
+            continue
         ref = res.versioned_reference
         if ref not in refs and len(refs) < MAX_ENTITIES:
             refs.append(ref)
@@ -218,7 +232,7 @@ def event_row(record: AccessRecord) -> EventRow:
     """What the trail stores of one record (the AuditEvent JSON is built when it is read,
     app/domain/audit_events.py `to_fhir`)."""
     ctx, who = record.context, record.principal
-    searched = record.action == "E" and bool(ctx.query)
+    searched = queried(ctx, record.action)
     own = f"Patient/{record.patient_id}/"
     detail = details(
         sorted(who.roles),

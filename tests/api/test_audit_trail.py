@@ -128,6 +128,7 @@ def test_a_fhir_search_records_the_query_per_patient(
         assert event["action"] == "E" and "search-type" in subtypes(event)
         query = next(e for e in event["entity"] if e["role"]["code"] == "24")
         assert base64.b64decode(query["query"]).decode() == (f"patient={fhir_id(a)},{fhir_id(b)}")
+        assert len(entity_refs(event)) == 1, "the patient only: results are not recorded"
 
 
 def test_cds_hooks_calls_are_audited(
@@ -223,21 +224,43 @@ def test_buffered_reads_reach_the_database_without_a_search(
     assert [e.content["action"] for e in page.resources] == ["R"]
 
 
-def test_a_legacy_list_is_one_query_event_naming_the_orders_it_returned(
+def test_a_legacy_list_is_one_query_event_naming_the_query_not_the_results(
     client: FlaskClient, api: LegacyApi
 ) -> None:
+    """BALP Query / PatientQuery: the query and the patient; the results are not recorded."""
     pid, eid = api.admitted()
-    first = api.created(lab(pid, eid))
-    second = api.created(lab(pid, eid, orderCode={"system": "http://loinc.org", "code": "718-7"}))
+    api.created(lab(pid, eid))
+    api.created(lab(pid, eid, orderCode={"system": "http://loinc.org", "code": "718-7"}))
     r = client.get(f"/api/v1/orders?patientId={pid}", headers=api.as_role("NURSE", sub="n-list"))
     assert r.get_json()["total"] == 2
     (event,) = events(client, api.admin, "agent=n-list")
     assert event["action"] == "E"
     assert {"search-type", "api-v1:orders.list"} <= subtypes(event)
-    refs = {ref.split("/_history")[0] for ref in entity_refs(event)}
-    assert {f"ServiceRequest/{fhir_id(o['orderId'])}" for o in (first, second)} <= refs
+    assert entity_refs(event) == {f"Patient/{fhir_id(pid)}"}
     query = next(e for e in event["entity"] if e["role"]["code"] == "24")
     assert base64.b64decode(query["query"]).decode() == f"patientId={pid}"
+
+
+def test_a_list_without_a_query_string_names_the_orders_it_returned(
+    client: FlaskClient, api: LegacyApi
+) -> None:
+    """With nothing asked to record, the event names what was read instead (up to
+    `MAX_ENTITIES` per patient): no search event says nothing about what it touched."""
+    pid, eid = api.admitted()
+    first = api.created(lab(pid, eid))
+    second = api.created(lab(pid, eid, orderCode={"system": "http://loinc.org", "code": "718-7"}))
+    r = client.get("/api/v1/orders", headers=api.as_role("ADMIN", sub="a-list"))
+    assert r.status_code == 200
+    found = [
+        e
+        for e in events(client, api.admin, "agent=a-list")
+        if f"Patient/{fhir_id(pid)}" in entity_refs(e)
+    ]
+    (event,) = found
+    assert event["action"] == "E"
+    assert not [e for e in event["entity"] if e.get("role", {}).get("code") == "24"]
+    refs = {ref.split("/_history")[0] for ref in entity_refs(event)}
+    assert {f"ServiceRequest/{fhir_id(o['orderId'])}" for o in (first, second)} <= refs
 
 
 def test_audit_events_page_by_date_with_totals_and_stay_immutable(

@@ -20,8 +20,9 @@ Faces describe the request (`begin`, `describe`); the unit of work reports what 
 repository handed out and wrote (`on_success`, `on_failure`). Writes add their events to the
 same transaction; reads hand them to the process's `AuditTrail` buffer
 (app/services/audit_trail.py), which writes them in batches off the request path. The trail
-stores each event's facts in its own narrow table (`facts`; the JSON above is built when an
-event is read, app/domain/audit_events.py).
+stores each event as one row of its own narrow table (`event_row`, the one definition for
+reads and writes alike; the JSON above is built when an event is read,
+app/domain/audit_events.py).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from app.auth import Principal
-from app.domain.audit_events import SUB_SYSTEM, AuditFacts, details
+from app.domain.audit_events import SUB_SYSTEM, details
 from app.domain.clock import utcnow
-from app.domain.ids import new_id, new_ids
+from app.domain.ids import new_ids
 from app.store import Repository, StoredResource
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class AccessContext:
 @dataclass
 class AccessRecord:
     """One AuditEvent to write: everything known at the end of a unit of work, unshaped
-    (reads are turned into rows by the flusher, off the request path)."""
+    (`event_row` makes it the row it is stored as)."""
 
     tenant_id: str
     patient_id: str | None
@@ -141,7 +142,8 @@ def on_success(uow: UnitOfWork, kept: BaseException | None = None) -> None:
         for record in records:
             if kept is not None:
                 record.outcome_desc = str(getattr(kept, "code", type(kept).__name__))
-        repo.defer_audit_events([facts(record) for record in records])
+        rows = [event_row(record) for record in records]
+        repo.defer_audit_rows(new_ids("AuditEvent", len(rows)), rows)
         return
     accessed = [r for r in repo.accessed if r.resource_type not in NOT_AUDITED]
     if accessed:
@@ -224,8 +226,6 @@ def _records(
 #: request path while the record is fresh, it holds no reference to the request's objects,
 #: and the garbage collector stops tracking it (a second's reads wait in the buffer).
 EventRow = tuple[Any, ...]
-#: `AuditFacts.COLUMNS` without `id`: an `EventRow`'s columns before `detail`.
-ROW_FACTS = tuple(c for c in AuditFacts.COLUMNS if c != "id")
 
 
 def event_row(record: AccessRecord) -> EventRow:
@@ -259,13 +259,6 @@ def event_row(record: AccessRecord) -> EventRow:
         who.client_id or "unknown",
         doc,
     )
-
-
-def facts(record: AccessRecord) -> AuditFacts:
-    """The facts of one record (a write's events, which join its unit of work)."""
-    *columns, doc = event_row(record)
-    named = dict(zip(ROW_FACTS, columns, strict=True))
-    return AuditFacts.with_details(orjson.loads(doc), id=new_id("AuditEvent"), **named)
 
 
 def write_rows(repo: Repository, rows: list[EventRow]) -> int:

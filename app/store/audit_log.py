@@ -3,9 +3,9 @@
 AuditEvents are not stored as resources: one narrow row per event in `audit_events`
 (tables.py; docs/decisions.md), written three ways:
 
-- a write's events join the write's deferred inserts (`defer_audit_events`), so they
+- a write's events join the write's deferred inserts (`defer_audit_rows`), so they
   commit with it, in the same one-statement flush;
-- buffered read events are appended in bulk by the flusher (`append_audit_events`): on
+- buffered read events are appended in bulk by the flusher (`append_audit_rows`): on
   PostgreSQL with `COPY … FROM STDIN` (psycopg 3 `cursor.copy`), no statement to parse, no
   per-row parameters; on SQLite one executemany;
 - nothing updates or deletes them (the FHIR face refuses; pruning is the operator's,
@@ -38,10 +38,6 @@ COPY_SQL = f"COPY {A.name} ({', '.join(COLUMNS)}) FROM STDIN"
 SORT_COLUMNS = {"id": A.c.id, "last_updated": A.c.recorded, "sort_date": A.c.recorded}
 
 
-def audit_row(facts: AuditFacts) -> dict[str, Any]:
-    return {**facts.columns(), "detail": facts.details()}
-
-
 #: A buffered event's columns: the table's without `id`, which is named when it is written
 #: (app/services/audit.py `event_row`); `detail` is JSON text.
 ROW_COLUMNS = tuple(c for c in COLUMNS if c != "id")
@@ -70,12 +66,31 @@ def copy_text(ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> bytes:
     return "\n".join(lines).encode()
 
 
+def _params(
+    ids: Sequence[str], rows: Sequence[tuple[Any, ...]], *, raw_detail: bool
+) -> list[dict[str, Any]]:
+    """Rows as insert parameters. `raw_detail`: `detail` stays the JSON text it is, embedded
+    as is when the PostgreSQL flush dumps its one document (`orjson.Fragment`), not parsed
+    only to be dumped again; SQLite's JSON column takes the parsed value."""
+    return [
+        {
+            **dict(zip(ROW_COLUMNS, row, strict=True)),
+            "id": i,
+            "detail": orjson.Fragment(row[-1]) if raw_detail else orjson.loads(row[-1]),
+        }
+        for i, row in zip(ids, rows, strict=True)
+    ]
+
+
 class AuditLog(ResourceSearch):
     # ---------------------------------------------------------------- writes
-    def defer_audit_events(self, events: Iterable[AuditFacts]) -> None:
-        """Add events to this unit of work's deferred inserts (they commit with it)."""
+    def defer_audit_rows(self, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        """Add events to this unit of work's deferred inserts (they commit with it, in its
+        one-statement flush on PostgreSQL). Each row is `ROW_COLUMNS` in order."""
         self._writable()
-        self._pending[A] += [audit_row(self._own(e)) for e in events]
+        for row in rows:
+            self._own_tenant(row[0])
+        self._pending[A] += _params(ids, rows, raw_detail=self._postgresql)
 
     def append_audit_rows(self, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
         """Write buffered events now, in bulk (the read-event flusher's path); the caller
@@ -88,15 +103,7 @@ class AuditLog(ResourceSearch):
         if self._pending:
             self.flush()
         if not self._postgresql:
-            params = [
-                {
-                    **dict(zip(ROW_COLUMNS, row, strict=True)),
-                    "id": i,
-                    "detail": orjson.loads(row[-1]),
-                }
-                for i, row in zip(ids, rows, strict=True)
-            ]
-            self.conn.execute(INSERT[A], params)
+            self.conn.execute(INSERT[A], _params(ids, rows, raw_detail=False))
             return len(rows)
         driver = self.conn.connection.driver_connection
         assert driver is not None
@@ -109,10 +116,6 @@ class AuditLog(ResourceSearch):
                 raise
             raise error from exc
         return len(rows)
-
-    def _own(self, facts: AuditFacts) -> AuditFacts:
-        self._own_tenant(facts.tenant_id)
-        return facts
 
     def _own_tenant(self, tenant_id: str) -> None:
         if tenant_id != self.tenant_id:  # a bug, never data: every row names its tenant

@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     audit_results: list[audit_cost.Comparison] = []
     audit_flush: dict[str, tuple[float, float]] = {}
     events_report: list[str] = []
+    events_failure = ""
     started = time.perf_counter()
     try:
         print(
@@ -543,20 +544,33 @@ def main(argv: list[str] | None = None) -> int:
                     tenants=[TENANT],
                     expires_in=24 * 3600,
                 )
-                pair, event_lines = events_phase.run(
-                    port,
-                    env,
-                    Path(tmp.name),
-                    tenant=TENANT,
-                    patient=data.hot_patient,
-                    tokens=(token, admin),
-                    clients=args.clients,
-                    warmup=args.warmup,
-                    duration=args.duration,
-                    monitor_factory=lambda: monitor,
-                    counter=counter,
-                    rounds=args.events_rounds,
-                )
+                try:
+                    pair, event_lines = events_phase.run(
+                        port,
+                        env,
+                        Path(tmp.name),
+                        tenant=TENANT,
+                        patient=data.hot_patient,
+                        tokens=(token, admin),
+                        clients=args.clients,
+                        warmup=args.warmup,
+                        duration=args.duration,
+                        monitor_factory=lambda: monitor,
+                        counter=counter,
+                        rounds=args.events_rounds,
+                    )
+                except Exception as exc:  # reported below; the other phases still run
+                    # One phase's failure (a request that timed out, say) must not cost the
+                    # rest of a 20-minute run, and its logs go with the temporary folder:
+                    # print them now. The run still exits 1.
+                    events_failure = f"{type(exc).__name__}: {exc}"
+                    print(f"  events phase FAILED: {events_failure}")
+                    print("server log (tail):\n" + server.log_tail(40), file=sys.stderr)
+                    worker_log = Path(tmp.name) / "worker.log"
+                    if worker_log.exists():
+                        tail = worker_log.read_text(errors="replace").splitlines()[-40:]
+                        print("worker log (tail):\n" + "\n".join(tail), file=sys.stderr)
+                    continue
                 for r in pair:
                     results[r.name] = r
                     print(
@@ -681,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Subscriptions (one active subscription, one worker, local receiver):")
         for line in events_report:
             print(f"  {line}")
+    if events_failure:
+        print(f"FAILED: the events phase did not complete ({events_failure}; logs above)")
     if len(rss_trace) > 1:
         first, last = rss_trace[0][1], rss_trace[-1][1]
         trail = ", ".join(f"{name} {mb:.0f}" for name, mb in rss_trace)
@@ -723,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-    return 0 if scale_out_ok and not unmeasured else 1
+    return 0 if scale_out_ok and not unmeasured and not events_failure else 1
 
 
 if __name__ == "__main__":

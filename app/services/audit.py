@@ -153,8 +153,9 @@ def on_success(uow: UnitOfWork, kept: BaseException | None = None) -> None:
 
 def queried(context: AccessContext, action: str) -> bool:
     """Whether an event records its query instead of the resources it touched (BALP Query:
-    a search's results are not recorded). A search without a query string (a PATIENT's own
-    list) names what it returned, so that no event says nothing about what was read."""
+    a search's results are not recorded). A search without a query string (an
+    administrator's tenant-wide list) names what it returned, so that no event says nothing
+    about what was read."""
     return action == "E" and bool(context.query)
 
 

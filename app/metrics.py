@@ -101,7 +101,8 @@ class _Metrics:
                 "orders_audit_events_written", "Buffered (read) AuditEvents written"
             ),
             audit_dropped=prom.Counter(
-                "orders_audit_events_dropped", "Read AuditEvents dropped: buffer full"
+                "orders_audit_events_dropped",
+                "Read AuditEvents dropped: buffer full, or refused by the database",
             ),
             audit_buffered=prom.Gauge(
                 "orders_audit_events_buffered",

@@ -13,7 +13,10 @@ The loss window is bounded and documented (docs/operations.md "Audit trail"):
   `flush_seconds`), not by each read;
 - while the database is unreachable the records wait in memory, at most `max_buffered`
   (default 10,000) per process; beyond that the oldest are dropped and counted
-  (`orders_audit_events_dropped_total`), so an outage cannot exhaust memory.
+  (`orders_audit_events_dropped_total`), so an outage cannot exhaust memory;
+- a batch the database refuses as data (a value too long for its column, say) is split in
+  halves until the refused events are alone: those are dropped, counted and logged, and
+  the rest written; one bad event must not hold up, and in the end lose, its batch.
 
 Writes never come here: their events are part of the write's own transaction
 (app/services/audit.py `on_success`).
@@ -27,7 +30,7 @@ import os
 import threading
 from collections import defaultdict, deque
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app import metrics
@@ -89,8 +92,9 @@ class AuditTrail:
     def flush(self) -> int:
         """Write what is buffered now (not what arrives meanwhile: under load each batch
         would then be the few records of the previous one's round trips, and a transaction
-        per handful costs more than the rows); returns how many events were written. On a
-        database error the records go back to the front of the buffer (bounded)."""
+        per handful costs more than the rows); returns how many events were written. When
+        the database is unavailable the records not yet written go back to the front of the
+        buffer (bounded); events it refuses as data are dropped alone (`_write_split`)."""
         written = 0
         with self._flush_lock:
             with self._lock:
@@ -105,18 +109,41 @@ class AuditTrail:
                 if not batch:
                     return written
                 try:
-                    written += self._write(batch)
-                except (DBAPIError, PoolTimeout, OSError) as exc:
-                    log.warning("audit flush failed, %d events kept: %s", len(batch), exc)
+                    written += self._write_split(batch)
+                except _Unwritten as stop:
+                    written += stop.written
+                    kept = stop.rows
+                    log.warning("audit flush failed, %d events kept: %s", len(kept), stop.cause)
                     with self._lock:
                         room = max(0, self.max_buffered - len(self._buffer))
-                        self._buffer.extendleft(reversed(batch[:room]))
+                        self._buffer.extendleft(reversed(kept[:room]))
                         self._in_flight = 0
-                    if len(batch) > room:
-                        metrics.audit_dropped(len(batch) - room)
+                    if len(kept) > room:
+                        metrics.audit_dropped(len(kept) - room)
                     return written
                 finally:
                     self._in_flight = 0
+
+    def _write_split(self, batch: list[EventRow]) -> int:
+        """Write a batch; if the database refuses it as data, its halves, and so on: only
+        the events it refuses alone are dropped. Stops at the first other database error
+        (`_Unwritten`, with the rows not yet written: what was committed stays written)."""
+        parts, written = [batch], 0
+        while parts:
+            part = parts.pop()
+            try:
+                written += self._write(part)
+            except DataError as exc:
+                if len(part) > 1:
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]  # the first half is written first
+                    continue
+                log.error("audit event dropped, the database refused it: %s", exc.orig)
+                metrics.audit_dropped(1)
+            except (DBAPIError, PoolTimeout, OSError) as exc:
+                left = [row for rest in reversed(parts) for row in rest]
+                raise _Unwritten(written, part + left, exc) from exc
+        return written
 
     def _write(self, batch: list[EventRow]) -> int:
         by_tenant: dict[str, list[EventRow]] = defaultdict(list)
@@ -155,3 +182,11 @@ class AuditTrail:
             self.flush()
         except Exception:
             log.exception("audit flush at exit failed")
+
+
+class _Unwritten(Exception):
+    """The database became unavailable part-way through a batch."""
+
+    def __init__(self, written: int, rows: list[EventRow], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.written, self.rows, self.cause = written, rows, cause

@@ -140,3 +140,55 @@ def test_a_flush_writes_what_was_buffered_when_it_began(app: Flask, tenant: str)
     assert trail.flush() == 2
     assert trail.pending() == 0
     assert len(_stored(database, tenant, "busy-late")) == 2
+
+
+def _with_bad_patient(tenant: str, n: int, sub: str, bad: set[int]) -> list[AccessRecord]:
+    """`n` records, those in `bad` naming a patient id longer than the column's 64
+    characters: PostgreSQL refuses that row as data (22001), the others are fine."""
+    records = _records(tenant, n, sub)
+    for i in bad:
+        records[i].patient_id = "p" * 65
+    return records
+
+
+def test_an_event_the_database_refuses_is_dropped_alone(pg_app: Flask, tenant: str) -> None:
+    """A refused row used to fail its whole batch on every pass, until the buffer's bound
+    dropped it together with the good events around it. Now the batch is split until the
+    refused events are alone: only they are dropped."""
+    with pg_app.app_context():
+        database = get_runtime().database
+    trail = AuditTrail(database, flush_seconds=60)
+    trail._pid = os.getpid()  # no background thread: the test drives flush
+    trail.submit(_with_bad_patient(tenant, 9, "refused-sub", bad={2, 7}))
+    assert trail.flush() == 7
+    assert trail.pending() == 0
+    assert _stored(database, tenant, "refused-sub") == sorted(
+        f"Patient/pat-{i}" for i in range(9) if i not in (2, 7)
+    )
+
+
+def test_an_outage_while_splitting_keeps_only_what_was_not_written(
+    pg_app: Flask, tenant: str
+) -> None:
+    """The database goes away after the first half of a split batch is committed: the
+    other half waits in the buffer, and the committed half is not written twice."""
+    with pg_app.app_context():
+        database = get_runtime().database
+    unreachable = Database(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+
+    class GoesAway(AuditTrail):
+        def _write(self, batch: list[Any]) -> int:
+            written = super()._write(batch)
+            self._database = unreachable  # after the first commit
+            return written
+
+    trail = GoesAway(database, flush_seconds=60)
+    trail._pid = os.getpid()
+    trail.submit(_with_bad_patient(tenant, 4, "split-sub", bad={3}))
+    assert trail.flush() == 2, "the first half, then the outage"
+    assert trail.pending() == 2
+    trail._database = database  # back; the plain class from here on
+    trail.__class__ = AuditTrail
+    assert trail.flush() == 1, "pat-2 written, the refused one dropped"
+    assert trail.pending() == 0
+    assert _stored(database, tenant, "split-sub") == [f"Patient/pat-{i}" for i in range(3)]

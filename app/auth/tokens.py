@@ -60,6 +60,10 @@ MAX_TOKEN_CHARS = 16 * 1024
 TOKEN_CACHE_SIZE = 4096
 
 _FHIR_USER_PATIENT = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
+#: What no user or client identifier holds: control characters (NUL among them, which no
+#: PostgreSQL text can store) and lone surrogates (not UTF-8 at all). JSON can carry both;
+#: such a subject would fail or be altered wherever it is stored (audit trail, Provenance).
+_NOT_AN_IDENTIFIER = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _KNOWN_ROLES = frozenset(ROLES)
 
 
@@ -378,6 +382,10 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise _invalid("Token has no subject (sub)")
+        for name in ("sub", "azp", "client_id"):
+            value = claims.get(name)
+            if isinstance(value, str) and _NOT_AN_IDENTIFIER.search(value):
+                raise _invalid(f"Token {name} has control characters or invalid text")
 
     def _roles(self, claims: Mapping[str, Any]) -> frozenset[str]:
         """realm_access.roles plus resource_access[client].roles, upper-cased, known roles only."""

@@ -298,6 +298,11 @@ def test_other_asymmetric_algorithms_are_401(
         {"nbf": "0"},
         {"sub": None},
         {"sub": ""},
+        {"sub": "dev\u0000user"},
+        {"sub": "dev\nuser"},
+        {"sub": "dev\ud800user"},
+        {"azp": "ehr\u0000app"},
+        {"client_id": "ehr\udfffapp"},
     ],
 )
 def test_bad_registered_claims_are_401(

@@ -138,7 +138,7 @@ class AuditTrail:
                     half = len(part) // 2
                     parts += [part[half:], part[:half]]  # the first half is written first
                     continue
-                log.error("audit event dropped, the database refused it: %s", exc.orig)
+                log.error("audit event dropped, the database refused it: %s", _reason(exc))
                 metrics.audit_dropped(1)
             except (DBAPIError, PoolTimeout, OSError) as exc:
                 left = [row for rest in reversed(parts) for row in rest]
@@ -182,6 +182,15 @@ class AuditTrail:
             self.flush()
         except Exception:
             log.exception("audit flush at exit failed")
+
+
+def _reason(exc: DataError) -> str:
+    """The database's reason without its CONTEXT line, which quotes the refused value (a
+    patient id or a user's subject has no place in an operator's log)."""
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    state = getattr(exc.orig, "sqlstate", None)
+    return f"{state} {primary}" if primary else type(exc.orig).__name__
 
 
 class _Unwritten(Exception):

@@ -192,3 +192,19 @@ def test_an_outage_while_splitting_keeps_only_what_was_not_written(
     assert trail.flush() == 1, "pat-2 written, the refused one dropped"
     assert trail.pending() == 0
     assert _stored(database, tenant, "split-sub") == [f"Patient/pat-{i}" for i in range(3)]
+
+
+def test_a_refused_event_is_logged_without_its_values(
+    pg_app: Flask, tenant: str, caplog: Any
+) -> None:
+    """The operator learns why (SQLSTATE and message), not the refused patient id."""
+    with pg_app.app_context():
+        database = get_runtime().database
+    trail = AuditTrail(database, flush_seconds=60)
+    trail._pid = os.getpid()
+    trail.submit(_with_bad_patient(tenant, 1, "logged-sub", bad={0}))
+    with caplog.at_level("ERROR", logger="app.audit"):
+        assert trail.flush() == 0
+    (line,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "22001" in line and "too long" in line
+    assert "p" * 65 not in line

@@ -88,8 +88,7 @@ class AuditLog(ResourceSearch):
         """Add events to this unit of work's deferred inserts (they commit with it, in its
         one-statement flush on PostgreSQL). Each row is `ROW_COLUMNS` in order."""
         self._writable()
-        for row in rows:
-            self._own_tenant(row[0])
+        self._own_rows(rows)
         self._pending[A] += _params(ids, rows, raw_detail=self._postgresql)
 
     def append_audit_rows(self, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
@@ -98,8 +97,7 @@ class AuditLog(ResourceSearch):
         self._writable()
         if not rows:
             return 0
-        for row in rows:
-            self._own_tenant(row[0])
+        self._own_rows(rows)
         if self._pending:
             self.flush()
         if not self._postgresql:
@@ -117,9 +115,10 @@ class AuditLog(ResourceSearch):
             raise error from exc
         return len(rows)
 
-    def _own_tenant(self, tenant_id: str) -> None:
-        if tenant_id != self.tenant_id:  # a bug, never data: every row names its tenant
-            raise ValueError(f"an event of tenant {tenant_id!r} in {self.tenant_id!r}")
+    def _own_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        for row in rows:  # a bug, never data: every row names its tenant (first column)
+            if row[0] != self.tenant_id:
+                raise ValueError(f"an event of tenant {row[0]!r} in {self.tenant_id!r}")
 
     # ---------------------------------------------------------------- reads
     def read_audit_event(self, rid: str) -> StoredResource | None:
